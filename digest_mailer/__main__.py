@@ -1,0 +1,4 @@
+from digest_mailer.cli import main
+
+if __name__ == "__main__":
+    main()

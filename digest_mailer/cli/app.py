@@ -1,0 +1,92 @@
+"""The root Typer app: global options, error handling in one place, command groups."""
+
+import os
+import traceback
+from typing import Annotated
+
+import typer
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from typer.core import TyperGroup
+
+from digest_mailer import __version__
+from digest_mailer.cli import lists, store, subscribers
+from digest_mailer.cli.state import err, state
+from digest_mailer.errors import DigestMailerError
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"error: {message}", style="bold red", markup=False)
+    return typer.Exit(code)
+
+
+class DigestGroup(TyperGroup):
+    """Turns every library error into one red line and an exit code, never a traceback."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except (typer.TyperException, typer.Exit, typer.Abort):
+            raise  # usage errors and deliberate exits keep their own handling
+        except DigestMailerError as exc:
+            raise _fail(str(exc), exc.exit_code) from None
+        except DBAPIError as exc:
+            first = str(exc.orig or exc).strip().splitlines()[0]
+            raise _fail(f"database error: {first}", 3) from None
+        except SQLAlchemyError as exc:
+            raise _fail(f"database error: {exc}", 3) from None
+        except OSError as exc:
+            raise _fail(f"{exc.filename or 'system'}: {exc.strerror or exc}", 1) from None
+        except Exception as exc:
+            if os.environ.get("DIGEST_MAILER_DEBUG"):
+                traceback.print_exc()
+            raise _fail(
+                f"internal error ({type(exc).__name__}: {exc}); "
+                "set DIGEST_MAILER_DEBUG=1 to see the traceback",
+                70,
+            ) from None
+
+
+app = typer.Typer(
+    cls=DigestGroup,
+    name="digest-mailer",
+    help="Distribute an email newsletter: subscribers, composing, sending, requests.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.add_typer(subscribers.app, name="subscribers")
+app.add_typer(lists.app, name="lists")
+store.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"digest-mailer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config file (default: $DIGEST_MAILER_CONFIG, else ./config.toml).",
+            metavar="PATH",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """digest-mailer: keep subscribers, compose each issue, send it once to everyone.
+
+    Example: digest-mailer --config config.toml subscribers list
+    """
+    state(ctx).config_path = config
+
+
+def main() -> None:
+    app()

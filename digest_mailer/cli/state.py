@@ -1,0 +1,65 @@
+"""What every command shares: the config, the store, the consoles, JSON output."""
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import typer
+from rich.console import Console
+from sqlalchemy.orm import Session
+
+from digest_mailer.config import Config, load_config
+from digest_mailer.db import Store, open_store
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class State:
+    config_path: str | None = None
+    _config: Config | None = None
+    _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def store(self, *, check: bool = True) -> Store:
+        if self._store is None:
+            self._store = open_store(self.config.database_url, check=check)
+        return self._store
+
+    @contextmanager
+    def transaction(self, *, dry_run: bool = False) -> Iterator[Session]:
+        """One transaction for the command: committed at the end unless ``dry_run``."""
+        with self.store().Session() as session:
+            yield session
+            if dry_run:
+                session.rollback()
+            else:
+                session.commit()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.dispose()
+            self._store = None
+
+
+def state(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):
+        root.obj = State()
+        root.call_on_close(root.obj.close)
+    return root.obj
+
+
+def print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def warn(message: str) -> None:
+    err.print(message, style="yellow", markup=False)

@@ -1,0 +1,235 @@
+"""`digest-mailer subscribers ...`: manage the subscriber store."""
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from digest_mailer import subscribers
+from digest_mailer.cli.state import out, print_json, state, warn
+from digest_mailer.models import STATUSES
+
+app = typer.Typer(help="Add, remove, list, import and export subscribers.", no_args_is_help=True)
+
+Status = Enum("Status", {s: s for s in STATUSES}, type=str)  # type: ignore[misc]
+
+ListOption = Annotated[str | None, typer.Option("--list", "-l", help="Name of a list.")]
+StatusOption = Annotated[Status | None, typer.Option("--status", "-s", help="Only this status.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _report(report: subscribers.ImportReport, *, as_json: bool, dry_run: bool = False) -> None:
+    if as_json:
+        print_json(
+            {
+                "dry_run": dry_run,
+                "summary": report.summary(),
+                "invalid": [
+                    {"row": i.row, "value": i.value, "reason": i.reason} for i in report.invalid
+                ],
+                "skipped": report.skipped_addresses,
+            }
+        )
+        return
+    for bad in report.invalid:
+        where = f"row {bad.row}: " if bad.row else ""
+        warn(f"invalid {where}{bad.value!r}: {bad.reason}")
+    for skipped in report.skipped_addresses:
+        warn(f"skipped {skipped}: not reactivated without --resubscribe")
+    summary = ", ".join(f"{n} {k}" for k, n in report.summary().items())
+    prefix = "dry run, nothing written: " if dry_run else ""
+    out.print(f"{prefix}{summary}", markup=False)
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    emails: Annotated[list[str], typer.Argument(help="One or more email addresses.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Display name.")] = "",
+    list_name: ListOption = None,
+    resubscribe: Annotated[
+        bool, typer.Option("--resubscribe", help="Reactivate unsubscribed/bounced addresses.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Add subscribers, active at once (staff vouch for their consent).
+
+    Example: digest-mailer subscribers add ana@corp.test --name "Ana Lima" --list seed
+    """
+    st = state(ctx)
+    with st.transaction() as session:
+        report = subscribers.add_subscribers(
+            session,
+            emails,
+            name=name,
+            list_name=list_name,
+            resubscribe=resubscribe,
+            allow_test_domains=st.config.subscribers.allow_test_domains,
+        )
+    _report(report, as_json=as_json)
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="Address to unsubscribe.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why, for the record.")] = "",
+) -> None:
+    """Unsubscribe an address; the person and their history are kept.
+
+    Example: digest-mailer subscribers remove ana@corp.test --reason "asked by phone"
+    """
+    with state(ctx).transaction() as session:
+        subscriber, changed = subscribers.remove_subscriber(session, email, reason=reason)
+    if changed:
+        out.print(f"unsubscribed {subscriber.email}", markup=False)
+    else:
+        out.print(f"{subscriber.email} was already unsubscribed; nothing changed", markup=False)
+
+
+@app.command("purge")
+def purge(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="Address to erase.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Erase a person and their history (for erasure requests). Cannot be undone.
+
+    Example: digest-mailer subscribers purge ana@corp.test --yes
+    """
+    if not yes:
+        typer.confirm(f"Erase {email} and all of their history?", abort=True)
+    with state(ctx).transaction() as session:
+        subscriber_id = subscribers.purge_subscriber(session, email)
+    out.print(f"erased subscriber #{subscriber_id}", markup=False)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: StatusOption = None,
+    list_name: ListOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List subscribers, whatever their status unless --status narrows it.
+
+    Example: digest-mailer subscribers list --status active --list seed --json
+    """
+    with state(ctx).transaction() as session:
+        rows = subscribers.list_subscribers(
+            session, status=status.value if status else None, list_name=list_name
+        )
+        data = [subscribers.subscriber_dict(s) for s in rows]
+    if as_json:
+        print_json(data)
+        return
+    table = Table("email", "name", "status", "lists", "since")
+    for d in data:
+        table.add_row(
+            str(d["email"]), str(d["name"]), str(d["status"]), ", ".join(d["lists"]),  # type: ignore[arg-type]
+            str(d["created_at"])[:10],
+        )  # fmt: skip
+    out.print(table)
+    out.print(f"{len(data)} subscriber(s)", markup=False)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="Address to show.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one subscriber: status, lists and the full history of changes.
+
+    Example: digest-mailer subscribers show ana@corp.test
+    """
+    with state(ctx).transaction() as session:
+        subscriber = subscribers.get_subscriber(session, email)
+        data = subscribers.subscriber_dict(subscriber)
+        events = [
+            {"at": e.created_at.isoformat(), "kind": e.kind, "from": e.old_status,
+             "to": e.new_status, "by": e.actor, "detail": e.detail}
+            for e in subscriber.events
+        ]  # fmt: skip
+    if as_json:
+        print_json({**data, "events": events})
+        return
+    for key in ("email", "name", "status", "source", "lists", "created_at", "unsubscribed_at"):
+        value = data[key]
+        if isinstance(value, list):
+            value = ", ".join(value) or "-"
+        out.print(f"{key:>16}: {value if value not in (None, '') else '-'}", markup=False)
+    if data["unsubscribe_reason"]:
+        out.print(f"{'reason':>16}: {data['unsubscribe_reason']}", markup=False)
+    table = Table("when", "what", "status", "by", "detail", title="history")
+    for e in events:
+        change = f"{e['from'] or ''} -> {e['to']}" if e["to"] else ""
+        table.add_row(str(e["at"])[:19], str(e["kind"]), change, str(e["by"]), str(e["detail"]))
+    out.print(table)
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV exported from a spreadsheet or mail tool.")],
+    list_name: ListOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would change; write nothing.")
+    ] = False,
+    resubscribe: Annotated[
+        bool, typer.Option("--resubscribe", help="Reactivate unsubscribed/bounced addresses.")
+    ] = False,
+    encoding: Annotated[
+        str | None,
+        typer.Option("--encoding", help="Text encoding (default: UTF-8, BOM or not; UTF-16 BOM)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import subscribers from CSV in one transaction: all of it or nothing.
+
+    Finds the email column by its header (email, e-mail, Email Address) or by its content,
+    and a name column if any; comma, semicolon or tab separated.
+
+    Example: digest-mailer subscribers import members.csv --list board --dry-run
+    """
+    st = state(ctx)
+    with st.transaction(dry_run=dry_run) as session:
+        report = subscribers.import_csv(
+            session,
+            file,
+            list_name=list_name,
+            resubscribe=resubscribe,
+            allow_test_domains=st.config.subscribers.allow_test_domains,
+            encoding=encoding,
+        )
+    _report(report, as_json=as_json, dry_run=dry_run)
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(help="CSV file to write, or - for standard output.")],
+    status: StatusOption = None,
+    list_name: ListOption = None,
+) -> None:
+    """Export subscribers as UTF-8 CSV with a header row.
+
+    Example: digest-mailer subscribers export active.csv --status active
+    """
+    with state(ctx).transaction() as session:
+        if file == "-":
+            count = subscribers.export_csv(
+                session, sys.stdout, status=status.value if status else None, list_name=list_name
+            )
+            return
+        target = Path(file)
+        partial = target.with_name(f".{target.name}.partial")
+        with partial.open("w", encoding="utf-8", newline="") as handle:
+            count = subscribers.export_csv(
+                session, handle, status=status.value if status else None, list_name=list_name
+            )
+        partial.replace(target)
+    out.print(f"wrote {count} subscriber(s) to {file}", markup=False)

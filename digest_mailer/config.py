@@ -1,0 +1,228 @@
+"""Configuration: a TOML file read with tomllib, every key typed and checked.
+
+Lookup order: an explicit path (``--config``), then ``$DIGEST_MAILER_CONFIG``, then
+``./config.toml``. With none of them present the built-in defaults apply, relative to the
+current folder. Secrets never live in the file: only names of environment variables do.
+"""
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from digest_mailer.errors import ConfigError
+
+ENV_CONFIG = "DIGEST_MAILER_CONFIG"
+DEFAULT_FILE = "config.toml"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///subscribers/digest.db"
+
+
+@dataclass(frozen=True)
+class NewsletterConfig:
+    title: str = "Policy Digest"
+    from_name: str = "Policy Digest"
+    from_address: str = "digest@example.org"
+    reply_to: str = ""
+    request_address: str = "digest@example.org"
+    list_id: str = "digest.example.org"
+    public_url: str = ""
+    postal_address: str = ""
+    secret_env: str = "DIGEST_MAILER_SECRET"
+    templates: str = ""
+    language: str = "en"
+    bounce_address: str = ""
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "localhost"
+    port: int = 25
+    security: str = "starttls"
+    username: str = ""
+    password_env: str = ""
+    connections: int = 1
+    max_per_second: float = 0.0
+    timeout: float = 30.0
+    max_attempts: int = 3
+    retry_base_seconds: float = 1.0
+    verify_certificates: bool = True
+
+
+@dataclass(frozen=True)
+class SeedConfig:
+    list: str = "seed"
+
+
+@dataclass(frozen=True)
+class InboxConfig:
+    mbox: str = ""
+    maildir: str = ""
+    imap_host: str = ""
+    imap_port: int = 993
+    imap_user: str = ""
+    imap_password_env: str = ""
+    imap_folder: str = "INBOX"
+    imap_processed_folder: str = ""
+
+
+@dataclass(frozen=True)
+class SubscribersConfig:
+    allow_test_domains: bool = False
+
+
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("smtp", "security"): ("starttls", "ssl", "none"),
+}
+POSITIVE: set[tuple[str, str]] = {("smtp", "connections"), ("smtp", "max_attempts")}
+NON_NEGATIVE: set[tuple[str, str]] = {
+    ("smtp", "port"),
+    ("smtp", "max_per_second"),
+    ("smtp", "timeout"),
+    ("smtp", "retry_base_seconds"),
+    ("inbox", "imap_port"),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. ``base_dir`` is the folder relative paths are taken from."""
+
+    source: str = "(built-in defaults)"
+    base_dir: Path = field(default_factory=Path.cwd)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    newsletter: NewsletterConfig = field(default_factory=NewsletterConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    seed: SeedConfig = field(default_factory=SeedConfig)
+    inbox: InboxConfig = field(default_factory=InboxConfig)
+    subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
+
+    def path(self, value: str) -> Path:
+        """A path from the file, made absolute against the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path resolved against ``base_dir``."""
+        url = make_url(self.database.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            url = url.set(database=str(self.path(url.database)))
+        return url.render_as_string(hide_password=False)
+
+    def secret(self, section: str, key: str) -> str:
+        """The value of the environment variable named by ``[section] key``."""
+        var = getattr(getattr(self, section), key)
+        if not var:
+            raise ConfigError(f"{self.source}: [{section}] {key} names no environment variable")
+        value = os.environ.get(var, "")
+        if not value:
+            raise ConfigError(
+                f"environment variable {var} (named by [{section}] {key} in {self.source}) "
+                "is not set"
+            )
+        return value
+
+    def require(self, section: str, key: str) -> str:
+        """A key that a command cannot do without; empty means missing."""
+        value = getattr(getattr(self, section), key)
+        if value in ("", None):
+            raise ConfigError(f"{self.source}: [{section}] {key} is required for this command")
+        return value
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.type  # type: ignore[misc]
+    for f in dataclasses.fields(Config)
+    if f.name not in ("source", "base_dir")
+}
+
+
+def _type_name(t: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[t]
+
+
+def _check_value(source: str, section: str, key: str, expected: type, value: object) -> object:
+    where = f"{source}: [{section}] {key}"
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{where} must be {_type_name(expected)}, got {value!r}")
+    choices = CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+    if (section, key) in POSITIVE and value < 1:  # type: ignore[operator]
+        raise ConfigError(f"{where} must be at least 1, got {value!r}")
+    if (section, key) in NON_NEGATIVE and value < 0:  # type: ignore[operator]
+        raise ConfigError(f"{where} must not be negative, got {value!r}")
+    if isinstance(value, str) and ("\r" in value or "\n" in value):
+        raise ConfigError(f"{where} must be one line")
+    return value
+
+
+def _build_section(source: str, name: str, cls: type, raw: object) -> object:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(
+                f"{source}: [{name}] has an unknown key {key!r} (known: {', '.join(sorted(known))})"
+            )
+        expected = hints[key]
+        if isinstance(expected, types.UnionType):  # pragma: no cover - no optional keys yet
+            expected = next(a for a in typing.get_args(expected) if a is not type(None))
+        values[key] = _check_value(source, name, key, expected, value)
+    return cls(**values)
+
+
+def parse_config(text: str, source: str, base_dir: Path) -> Config:
+    """Build a :class:`Config` from TOML text; every problem is a :class:`ConfigError`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    sections = {}
+    for name, raw in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section [{name}] (known: {', '.join(sorted(SECTIONS))})"
+            )
+        sections[name] = _build_section(source, name, SECTIONS[name], raw)
+    config = Config(source=source, base_dir=base_dir, **sections)
+    try:
+        make_url(config.database.url)
+    except ArgumentError:
+        raise ConfigError(
+            f"{source}: [database] url must be a database URL such as "
+            f"sqlite:///subscribers/digest.db, got {config.database.url!r}"
+        ) from None
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Find and read the configuration (see the module docstring for the lookup order)."""
+    explicit = path is not None
+    if path is None and os.environ.get(ENV_CONFIG):
+        path, explicit = os.environ[ENV_CONFIG], True
+    file = Path(path) if path is not None else Path.cwd() / DEFAULT_FILE
+    if not file.exists():
+        if explicit:
+            raise ConfigError(f"config file {file} not found")
+        return Config()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {file} cannot be read: {exc}") from None
+    return parse_config(text, str(file), file.resolve().parent)

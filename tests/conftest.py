@@ -1,0 +1,86 @@
+"""Shared fixtures: a real database on each back end, a config file, the CLI runner.
+
+Every test that takes ``database_url`` runs on SQLite (a file in tmp_path) and, when
+``DIGEST_MAILER_TEST_DATABASE_URL`` is set, on that PostgreSQL database too, inside a
+schema of its own that is dropped afterwards.
+"""
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from digest_mailer import db
+from digest_mailer.cli import app
+
+PG_URL = os.environ.get("DIGEST_MAILER_TEST_DATABASE_URL", "")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store' / 'digest.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+def write_config(path: Path, database_url: str, extra: str = "") -> Path:
+    path.write_text(
+        f'[database]\nurl = "{database_url}"\n\n[subscribers]\nallow_test_domains = true\n\n'
+        + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, database_url: str) -> Path:
+    return write_config(tmp_path / "config.toml", database_url)
+
+
+@pytest.fixture
+def store(database_url: str):
+    engine = db.make_engine(database_url)
+    db.upgrade(engine)
+    engine.dispose()
+    opened = db.open_store(database_url)
+    yield opened
+    opened.dispose()
+
+
+class Cli:
+    """Runs commands in-process through Typer's runner against one config file."""
+
+    def __init__(self, config: Path):
+        self.config = config
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | None = None):  # noqa: A002
+        return self.runner.invoke(app, ["--config", str(self.config), *args], input=input)
+
+    def ok(self, *args: str, input: str | None = None):  # noqa: A002
+        result = self(*args, input=input)
+        assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
+        return result
+
+
+@pytest.fixture
+def cli(config_file: Path) -> Cli:
+    runner = Cli(config_file)
+    runner.ok("init")
+    return runner

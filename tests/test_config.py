@@ -1,0 +1,121 @@
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from digest_mailer.config import Config, load_config, parse_config
+from digest_mailer.errors import ConfigError
+
+
+def test_defaults_when_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DIGEST_MAILER_CONFIG", raising=False)
+    config = load_config()
+    assert config.source == "(built-in defaults)"
+    assert config.database_url == f"sqlite:///{tmp_path}/subscribers/digest.db"
+    assert config.seed.list == "seed"
+    assert config.subscribers.allow_test_domains is False
+
+
+def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "config.toml").write_text('[newsletter]\ntitle = "From cwd"\n')
+    env_file = tmp_path / "env.toml"
+    env_file.write_text('[newsletter]\ntitle = "From env"\n')
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text('[newsletter]\ntitle = "Explicit"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DIGEST_MAILER_CONFIG", raising=False)
+    assert load_config().newsletter.title == "From cwd"
+    monkeypatch.setenv("DIGEST_MAILER_CONFIG", str(env_file))
+    assert load_config().newsletter.title == "From env"
+    assert load_config(explicit).newsletter.title == "Explicit"
+
+
+def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    file = folder / "digest.toml"
+    file.write_text('[database]\nurl = "sqlite:///data/x.db"\n[newsletter]\ntemplates = "tpl"\n')
+    config = load_config(file)
+    assert config.database_url == f"sqlite:///{folder}/data/x.db"
+    assert config.path(config.newsletter.templates) == folder / "tpl"
+
+
+def test_postgres_url_untouched() -> None:
+    config = parse_config(
+        '[database]\nurl = "postgresql+psycopg://u@127.0.0.1:5432/db"\n', "x.toml", Path("/")
+    )
+    assert config.database_url == "postgresql+psycopg://u@127.0.0.1:5432/db"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[smtp]\nport = "25"\n', "[smtp] port must be an integer, got '25'"),
+        ('[smtp]\nsecurity = "tls"\n', "[smtp] security must be one of starttls, ssl, none"),
+        ("[smtp]\nconnections = 0\n", "[smtp] connections must be at least 1"),
+        ('[smtp]\nhots = "x"\n', "[smtp] has an unknown key 'hots'"),
+        ('[smpt]\nhost = "x"\n', "unknown section [smpt]"),
+        ("[subscribers]\nallow_test_domains = 1\n", "must be true or false, got 1"),
+        ("[newsletter]\ntitle = 3\n", "[newsletter] title must be a string"),
+        ('[database]\nurl = "not a url"\n', "[database] url must be a database URL"),
+        ("[smtp\n", "not valid TOML"),
+        ("smtp = 3\n", "[smtp] must be a table"),
+    ],
+)
+def test_bad_values_name_file_and_key(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "/etc/digest.toml", Path("/etc"))
+    assert str(info.value).startswith("/etc/digest.toml")
+    assert expected in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_int_accepted_for_float_and_bool_refused_for_int() -> None:
+    config = parse_config("[smtp]\nmax_per_second = 5\n", "x", Path("/"))
+    assert config.smtp.max_per_second == 5.0
+    with pytest.raises(ConfigError, match="port must be an integer, got True"):
+        parse_config("[smtp]\nport = true\n", "x", Path("/"))
+
+
+def test_missing_explicit_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_secret_comes_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = parse_config('[smtp]\npassword_env = "DM_TEST_PW"\n', "c.toml", Path("/"))
+    monkeypatch.delenv("DM_TEST_PW", raising=False)
+    with pytest.raises(ConfigError, match="DM_TEST_PW .*is not set"):
+        config.secret("smtp", "password_env")
+    monkeypatch.setenv("DM_TEST_PW", "hunter2")
+    assert config.secret("smtp", "password_env") == "hunter2"
+    assert "hunter2" not in repr(config)
+
+
+def test_require_names_the_key() -> None:
+    config = Config(source="c.toml")
+    with pytest.raises(ConfigError, match=r"c.toml: \[newsletter\] public_url is required"):
+        config.require("newsletter", "public_url")
+
+
+def test_example_config_parses_and_documents_every_key() -> None:
+    example = Path(__file__).parent.parent / "config.example.toml"
+    text = example.read_text(encoding="utf-8")
+    config = parse_config(text, str(example), example.parent)
+    lines = text.splitlines()
+    for section in fields(config):
+        if section.name in ("source", "base_dir"):
+            continue
+        assert f"[{section.name}]" in text
+        for key in fields(getattr(config, section.name)):
+            index = next(
+                (
+                    i
+                    for i, line in enumerate(lines)
+                    if line.lstrip("# ").startswith(f"{key.name} =")
+                ),
+                None,
+            )
+            assert index is not None, f"[{section.name}] {key.name} is not in the example"
+            assert lines[index - 1].startswith("#"), f"{key.name} has no comment above it"
