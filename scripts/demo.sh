@@ -36,4 +36,9 @@ step "one subscriber's history"
 digest-mailer subscribers show eitan.roth@press.test
 step "lists"
 digest-mailer lists list
+step "compose the sample issue (digest text as staff write it) and lint it"
+cp "$here/examples/vol-2.4.txt" "$work/vol-2.4.txt"
+digest-mailer compose "$work/vol-2.4.txt" --out "$work/vol-2.4"
+printf 'HTML preview: %s\nPlain text:   %s\nMessage:      %s\n' \
+  "$work/vol-2.4/issue.html" "$work/vol-2.4/issue.txt" "$work/vol-2.4/preview.eml"
 printf '\nThe demo store is in %s\n' "$work"

@@ -84,3 +84,57 @@ def cli(config_file: Path) -> Cli:
     runner = Cli(config_file)
     runner.ok("init")
     return runner
+
+
+DATA = Path(__file__).parent / "data"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+NEWSLETTER = """
+[newsletter]
+title = "Transit Policy Weekly"
+from_name = "Transit Policy Weekly"
+from_address = "weekly@transit-lab.test"
+request_address = "weekly@transit-lab.test"
+list_id = "weekly.transit-lab.test"
+public_url = "https://digest.transit-lab.test"
+postal_address = "Transit Lab, 9 Depot Road, Rivertown"
+"""
+
+
+@pytest.fixture
+def newsletter_config(tmp_path: Path):
+    from digest_mailer.config import load_config
+
+    path = tmp_path / "newsletter.toml"
+    path.write_text(NEWSLETTER + "\n[subscribers]\nallow_test_domains = true\n", "utf-8")
+    return load_config(path)
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (no browser download)."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from typer.core import TyperGroup
 
 from digest_mailer import __version__
-from digest_mailer.cli import lists, store, subscribers
+from digest_mailer.cli import compose, lists, store, subscribers
 from digest_mailer.cli.state import err, state
 from digest_mailer.errors import DigestMailerError
 
@@ -57,6 +57,7 @@ app = typer.Typer(
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(lists.app, name="lists")
 store.register(app)
+compose.register(app)
 
 
 def _version(value: bool) -> None:

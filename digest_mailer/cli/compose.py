@@ -1,0 +1,63 @@
+"""`digest-mailer compose`: turn an issue's text into HTML, text and a preview message."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from digest_mailer import composer, lint, message
+from digest_mailer.cli.state import err, out, print_json, state
+
+LINT_ERRORS_EXIT = 4
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compose")(compose)
+
+
+def print_findings(findings: list[lint.Finding]) -> None:
+    for f in findings:
+        style = "bold red" if f.level == "error" else "yellow"
+        err.print(f"{f.level}: {f.message} [{f.code}]", style=style, markup=False)
+
+
+def compose(
+    ctx: typer.Context,
+    issue_file: Annotated[Path, typer.Argument(help="The issue: digest text or Markdown.")],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: next to the issue file)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Compose an issue into issue.html, issue.txt and preview.eml, and lint it.
+
+    Exits 0 when there are only warnings, 4 when a lint error would stop the send.
+
+    Example: digest-mailer compose issues/vol-2.4.md --out build/vol-2.4
+    """
+    config = state(ctx).config
+    composed = composer.compose_file(issue_file, config)
+    findings = lint.lint(composed)
+    target = out_dir or issue_file.with_suffix("")
+    if target == issue_file:
+        target = issue_file.with_name(issue_file.name + ".out")
+    written = composer.write_outputs(composed, target, message.preview_message(composed, config))
+    if as_json:
+        print_json(
+            {
+                "fingerprint": composed.fingerprint,
+                "subject": composed.subject,
+                "issue": composed.issue_id,
+                "html_bytes": composed.html_bytes,
+                "files": {k: str(v) for k, v in written.items()},
+                "lint": [f.as_dict() for f in findings],
+            }
+        )
+    else:
+        print_findings(findings)
+        out.print(f"issue {composed.issue_id}: {composed.subject}", markup=False)
+        out.print(f"fingerprint {composed.fingerprint}", markup=False)
+        out.print(f"HTML {composed.html_bytes:,} bytes; wrote {target}/", markup=False)
+    if lint.has_errors(findings):
+        raise typer.Exit(LINT_ERRORS_EXIT)

@@ -1,0 +1,131 @@
+"""Checks on a composed issue before it is sent: errors stop a send, warnings are shown."""
+
+from dataclasses import asdict, dataclass
+from html.parser import HTMLParser
+from urllib.parse import urlsplit
+
+from digest_mailer.composer import UNSUBSCRIBE_PLACEHOLDER, ComposedIssue
+
+GMAIL_CLIP_BYTES = 102_000
+WARN_BYTES = 90_000
+SUBJECT_MAX = 78
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" or "warning"
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[tuple[str | None, str]] = []
+        self.images: list[tuple[str | None, str | None]] = []
+        self.scripts = 0
+        self.stylesheets = 0
+        self._href: str | None = None
+        self._text: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "a":
+            self._href, self._text = a.get("href"), []
+        elif tag == "img":
+            self.images.append((a.get("src"), a.get("alt")))
+            if self._text is not None and a.get("alt"):
+                self._text.append(a["alt"] or "")
+        elif tag == "script":
+            self.scripts += 1
+        elif tag == "link" and "stylesheet" in (a.get("rel") or "").lower():
+            self.stylesheets += 1
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._text is not None:
+            self.links.append((self._href, " ".join("".join(self._text).split())))
+            self._href, self._text = None, None
+
+
+def _bad_href(href: str | None) -> str | None:
+    """Why a link will not work in an email client, or None."""
+    if href is None or not href.strip():
+        return "has no address"
+    href = href.strip()
+    if href == UNSUBSCRIBE_PLACEHOLDER:
+        return None
+    if href.startswith("#"):
+        return "points nowhere (#)"
+    scheme = urlsplit(href).scheme.lower()
+    if not scheme:
+        return f"is relative ({href})"
+    if scheme not in ("http", "https", "mailto"):
+        return f"is not http(s) or mailto ({href})"
+    return None
+
+
+def lint(composed: ComposedIssue) -> list[Finding]:
+    findings: list[Finding] = []
+
+    def error(code: str, message: str) -> None:
+        findings.append(Finding("error", code, message))
+
+    def warning(code: str, message: str) -> None:
+        findings.append(Finding("warning", code, message))
+
+    size = composed.html_bytes
+    if size > GMAIL_CLIP_BYTES:
+        error("html-too-large", f"HTML is {size:,} bytes; Gmail clips over {GMAIL_CLIP_BYTES:,}")
+    elif size > WARN_BYTES:
+        warning(
+            "html-large",
+            f"HTML is {size:,} bytes, close to Gmail's clipping limit of {GMAIL_CLIP_BYTES:,}",
+        )
+    for part, body in (("HTML", composed.html), ("text", composed.text)):
+        if UNSUBSCRIBE_PLACEHOLDER not in body:
+            error(
+                "no-unsubscribe",
+                f"the {part} template lacks the unsubscribe link ({{{{ unsubscribe_url }}}})",
+            )
+    for text in composed.placeholder_links:
+        warning(
+            "placeholder-link",
+            f"placeholder link {text!r} (#) was printed as plain text: add its address",
+        )
+    collector = _Collector()
+    collector.feed(composed.html)
+    collector.close()
+    for href, text in collector.links:
+        if reason := _bad_href(href):
+            warning("bad-link", f"link {text!r} {reason}")
+    for src, alt in collector.images:
+        if not alt or not alt.strip():
+            warning("image-alt", f"image {src!r} has no alt text")
+        if not src or not urlsplit(src).scheme:
+            warning("image-src", f"image {src!r} has a relative address; use a full https:// URL")
+    if collector.scripts:
+        error("script", "the HTML contains <script>, which mail clients block")
+    if collector.stylesheets:
+        warning("external-css", "the HTML links an external stylesheet, which clients ignore")
+    subject_length = len(composed.subject)
+    if not composed.subject.strip():
+        error("no-subject", "the issue has no subject")
+    elif subject_length > SUBJECT_MAX:
+        warning(
+            "subject-long",
+            f"subject is {subject_length} characters (over {SUBJECT_MAX}; clients cut it)",
+        )
+    if not composed.preheader:
+        warning("no-preheader", "no preheader: add `preheader:` to the front matter")
+    return findings
+
+
+def has_errors(findings: list[Finding]) -> bool:
+    return any(f.level == "error" for f in findings)

@@ -1,0 +1,180 @@
+"""The email message for an issue: built once, personalised per recipient by substitution.
+
+:class:`MessageTemplate` builds one ``EmailMessage`` (policy SMTP, CRLF,
+multipart/alternative: text then HTML, UTF-8, quoted-printable) with placeholders, and
+serialises it once. :meth:`MessageTemplate.render` then fills in To, Message-ID, the
+List-Unsubscribe header and the unsubscribe link: static body lines stay encoded, only
+lines that hold the link are encoded again. Nothing is re-rendered, re-inlined or rebuilt.
+"""
+
+import binascii
+import datetime as dt
+import hashlib
+import html
+import secrets
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+
+from digest_mailer.composer import UNSUBSCRIBE_PLACEHOLDER, ComposedIssue
+from digest_mailer.config import Config
+
+_TO = "x-dm-to-placeholder@placeholder.invalid"
+_MSGID = "x-dm-msgid-placeholder@placeholder.invalid"
+_LIST_UNSUB = "<https://x-dm-list-unsubscribe-placeholder.invalid>"
+_TEXT = "x-dm-text-body-placeholder"
+_HTML = "x-dm-html-body-placeholder"
+
+
+def one_line(value: str) -> str:
+    """Header text with no CR, LF or other control characters, so nothing can be injected."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2] or "localhost"
+
+
+def make_message_id(domain: str, *parts: object) -> str:
+    """A unique Message-ID on the sender's domain: readable parts plus 64 random bits."""
+    local = ".".join(str(p) for p in parts if p not in (None, ""))
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in local)
+    return f"<{safe}.{secrets.token_hex(8)}@{domain}>"
+
+
+def format_recipient(address: str, name: str = "") -> str:
+    """The To header value; a non-ASCII display name is RFC 2047 encoded."""
+    return formataddr((one_line(name), address), charset="utf-8")
+
+
+def list_unsubscribe(unsubscribe_url: str, request_address: str) -> str:
+    """``List-Unsubscribe``: the one-click https link (when there is one) and a mailto."""
+    mailto = f"<mailto:{request_address}?subject=unsubscribe>"
+    if unsubscribe_url.startswith("https://") or unsubscribe_url.startswith("http://"):
+        return f"<{unsubscribe_url}>,\r\n {mailto}"
+    return mailto
+
+
+def _qp(text: str) -> bytes:
+    """Quoted-printable with CRLF line ends; ``text`` has bare LF line ends."""
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+
+
+@dataclass
+class _Body:
+    """A body part split into pre-encoded static runs and lines holding the placeholder."""
+
+    pieces: list[bytes | str]
+
+    @classmethod
+    def build(cls, text: str) -> "_Body":
+        text = text.replace("\r\n", "\n")
+        if not text.endswith("\n"):
+            text += "\n"
+        pieces: list[bytes | str] = []
+        static: list[str] = []
+        for line in text.split("\n")[:-1]:
+            if UNSUBSCRIBE_PLACEHOLDER in line:
+                if static:
+                    pieces.append(_qp("\n".join(static) + "\n"))
+                    static = []
+                pieces.append(line + "\n")
+            else:
+                static.append(line)
+        if static:
+            pieces.append(_qp("\n".join(static) + "\n"))
+        return cls(pieces)
+
+    def render(self, url: str) -> bytes:
+        return b"".join(
+            p if isinstance(p, bytes) else _qp(p.replace(UNSUBSCRIBE_PLACEHOLDER, url))
+            for p in self.pieces
+        )
+
+
+class MessageTemplate:
+    """One issue's message. Build it once per send; :meth:`render` per recipient."""
+
+    def __init__(
+        self,
+        composed: ComposedIssue,
+        config: Config,
+        *,
+        subject_prefix: str = "",
+        date: dt.datetime | None = None,
+    ) -> None:
+        nl = config.newsletter
+        self.config = config
+        self.domain = domain_of(nl.from_address)
+        self.has_one_click = bool(nl.public_url)
+        msg = EmailMessage(policy=SMTP)
+        msg["From"] = Address(display_name=one_line(nl.from_name), addr_spec=nl.from_address)
+        msg["To"] = _TO
+        msg["Subject"] = one_line(subject_prefix + composed.subject)
+        msg["Date"] = format_datetime(date or dt.datetime.now(dt.UTC))
+        msg["Message-ID"] = f"<{_MSGID}>"
+        if nl.reply_to:
+            msg["Reply-To"] = nl.reply_to
+        msg["List-Id"] = f"{one_line(nl.title)} <{nl.list_id}>"
+        msg["List-Unsubscribe"] = _LIST_UNSUB
+        if self.has_one_click:
+            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        msg.set_content(_TEXT, charset="utf-8", cte="quoted-printable")
+        msg.add_alternative(_HTML, subtype="html", charset="utf-8", cte="quoted-printable")
+        msg.set_boundary(f"=_digest_{composed.fingerprint[:24]}")
+        skeleton = msg.as_bytes(policy=SMTP)
+        for placeholder in (_TO, _MSGID, _LIST_UNSUB, _TEXT + "\r\n", _HTML + "\r\n"):
+            if skeleton.count(placeholder.encode()) != 1:  # pragma: no cover - a bug guard
+                raise AssertionError(f"placeholder {placeholder!r} not found once")
+        self._head, rest = skeleton.split(_TO.encode())
+        self._after_to, rest = rest.split(_MSGID.encode())
+        self._after_msgid, rest = rest.split(_LIST_UNSUB.encode())
+        self._after_unsub, rest = rest.split(_TEXT.encode() + b"\r\n")
+        self._after_text, self._tail = rest.split(_HTML.encode() + b"\r\n")
+        self._text = _Body.build(composed.text)
+        self._html = _Body.build(composed.html)
+
+    def unsubscribe_target(self, token_url: str | None) -> str:
+        """The link readers click: the signed web link, else the mailto request."""
+        if token_url:
+            return token_url
+        return f"mailto:{self.config.newsletter.request_address}?subject=unsubscribe"
+
+    def render(self, address: str, name: str, message_id: str, unsubscribe_url: str) -> bytes:
+        """The complete message for one recipient, CRLF line ends, ready for SMTP DATA."""
+        message_id = message_id.strip("<>")
+        return b"".join(
+            (
+                self._head,
+                format_recipient(address, name).encode("utf-8"),
+                self._after_to,
+                message_id.encode("ascii"),
+                self._after_msgid,
+                list_unsubscribe(unsubscribe_url, self.config.newsletter.request_address).encode(
+                    "ascii"
+                ),
+                self._after_unsub,
+                self._text.render(unsubscribe_url),
+                self._after_text,
+                self._html.render(html.escape(unsubscribe_url, quote=True)),
+                self._tail,
+            )
+        )
+
+
+def preview_message(composed: ComposedIssue, config: Config) -> bytes:
+    """A complete sample message, byte-identical for the same input and config."""
+    day = composed.source.parsed_date or dt.date(2000, 1, 1)
+    date = dt.datetime(day.year, day.month, day.day, 8, 0, tzinfo=dt.UTC)
+    template = MessageTemplate(composed, config, date=date)
+    nl = config.newsletter
+    sample = hashlib.sha256(composed.fingerprint.encode()).hexdigest()[:16]
+    url = f"{nl.public_url.rstrip('/')}/u/SAMPLE-TOKEN" if nl.public_url else None
+    return template.render(
+        "reader@example.org",
+        "Sample Reader",
+        f"preview.{sample}@{template.domain}",
+        template.unsubscribe_target(url),
+    )

@@ -1,0 +1,265 @@
+"""Reading an issue's source text: Markdown with YAML front matter, the digest text as staff
+draft it today, or any other Markdown document.
+
+All three give an :class:`IssueSource` with the same fields, so they render the same way.
+Inline text (headlines, detail paragraphs, the closing note) stays Markdown here; the
+composer renders it.
+"""
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from digest_mailer.errors import InputError
+
+FRONT_MATTER_KEYS = {
+    "title", "volume", "date", "subject", "preheader",
+    "image", "image_alt", "image_credit", "image_credit_url",
+}  # fmt: skip
+
+VOL_RE = re.compile(
+    r"^\s*(?:#+\s*)?(?:\*\*|__)?\s*vol(?:ume)?\.?\s*(?:no\.?)?\s*[:#]?\s*(?P<vol>[\w.\-/]+?)"
+    r"\s*(?:\*\*|__)?\s*$",
+    re.IGNORECASE,
+)
+SECTION_RE = re.compile(
+    r"^\s*(?:#+\s*)?(?:\*\*|__)?\s*(?P<name>headlines|details)\s*:?\s*(?:\*\*|__)?\s*:?\s*$",
+    re.IGNORECASE,
+)
+IMAGE_CREDIT_RE = re.compile(
+    r"^\s*image\s+(?:source|credits?)\s*:\s*(?P<credit>.+?)\s*$", re.IGNORECASE
+)
+IMAGE_RE = re.compile(r"^\s*image\s*:\s*(?P<src>\S+)\s*$", re.IGNORECASE)
+MD_LINK_RE = re.compile(r"^\[(?P<text>[^\]]*)\]\((?P<url>[^)\s]*)\)$")
+BULLET_RE = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+(?P<text>.*)$")
+RULE_RE = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,})\s*$")
+YEAR_RE = re.compile(r"\b(19|20)\d{2}\b")
+QUOTES = "\"'“”‘’«»„"
+DATE_FORMATS = ("%B %d, %Y", "%b %d, %Y", "%d %B %Y", "%d %b %Y", "%Y-%m-%d", "%B %d %Y")
+
+
+@dataclass
+class IssueSource:
+    """What an issue says, whatever form it was written in."""
+
+    path: Path
+    form: str  # "front-matter", "digest-text" or "markdown"
+    title: str = ""
+    volume: str = ""
+    date: str = ""
+    subject: str = ""
+    preheader: str = ""
+    image: str = ""
+    image_alt: str = ""
+    image_credit: str = ""
+    image_credit_url: str = ""
+    headlines: list[str] = field(default_factory=list)  # inline Markdown
+    details: list[str] = field(default_factory=list)  # inline Markdown
+    footer_note: str = ""  # inline Markdown: the closing paragraph
+    body: str = ""  # block Markdown, for documents without the digest sections
+
+    @property
+    def issue_id(self) -> str:
+        """The issue's id in the send log: the volume, else the file name."""
+        return self.volume or self.path.stem
+
+    @property
+    def is_digest(self) -> bool:
+        return bool(self.headlines or self.details)
+
+    @property
+    def parsed_date(self) -> dt.date | None:
+        return parse_date(self.date)
+
+
+def parse_date(text: str) -> dt.date | None:
+    cleaned = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", text.strip())
+    for fmt in DATE_FORMATS:
+        try:
+            return dt.datetime.strptime(cleaned, fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def format_date(value: dt.date) -> str:
+    return f"{value:%B} {value.day}, {value.year}"
+
+
+def read_issue(path: Path) -> IssueSource:
+    """Read an issue file in any of the three forms; bad input is an :class:`InputError`."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"{path} line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})"
+        ) from None
+    return parse_issue(text.replace("\r\n", "\n").replace("\r", "\n"), path)
+
+
+def parse_issue(text: str, path: Path) -> IssueSource:
+    if not text.strip():
+        raise InputError(f"{path} is empty")
+    lines = text.split("\n")
+    if lines[0].strip() == "---":
+        end = next((i for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), None)
+        if end is not None:
+            return _front_matter(lines[1:end], lines[end + 1 :], path)
+    if _looks_like_digest(lines):
+        issue = IssueSource(path, "digest-text")
+        _digest_text(lines, issue)
+        return issue
+    issue = IssueSource(path, "markdown")
+    _generic(lines, issue)
+    return issue
+
+
+def _front_matter(meta_lines: list[str], body: list[str], path: Path) -> IssueSource:
+    try:
+        meta = yaml.safe_load("\n".join(meta_lines)) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 2}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{path}{where}: the front matter is not valid YAML: {problem}") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: the front matter must be key: value lines")
+    unknown = sorted(set(map(str, meta)) - FRONT_MATTER_KEYS)
+    if unknown:
+        raise InputError(
+            f"{path}: unknown front matter key {unknown[0]!r} "
+            f"(known: {', '.join(sorted(FRONT_MATTER_KEYS))})"
+        )
+    issue = IssueSource(path, "front-matter")
+    if _has_sections(body):
+        _digest_text(body, issue, header=False)
+    else:
+        issue.body = "\n".join(body).strip("\n")
+    for key, value in meta.items():
+        if value is None:
+            continue
+        if isinstance(value, dt.date):
+            value = format_date(value)
+        elif not isinstance(value, str | int | float):
+            raise InputError(f"{path}: front matter {key!r} must be text, got {value!r}")
+        setattr(issue, key, " ".join(str(value).split()))
+    if not issue.title and not issue.is_digest:
+        issue.title, issue.body = _title_from_body(issue.body)
+    return issue
+
+
+def _has_sections(lines: list[str]) -> bool:
+    names = {m.group("name").lower() for line in lines if (m := SECTION_RE.match(line))}
+    return "headlines" in names or "details" in names
+
+
+def _looks_like_digest(lines: list[str]) -> bool:
+    head = [line for line in lines if line.strip()][:8]
+    has_vol = any(VOL_RE.match(line) for line in head)
+    names = {m.group("name").lower() for line in lines if (m := SECTION_RE.match(line))}
+    return ("headlines" in names and ("details" in names or has_vol)) or (has_vol and bool(names))
+
+
+def _strip_heading(line: str) -> str:
+    text = line.strip().lstrip("#").strip()
+    for marker in ("**", "__"):
+        if text.startswith(marker) and text.endswith(marker) and len(text) > 4:
+            text = text[2:-2].strip()
+    return text
+
+
+def _digest_text(lines: list[str], issue: IssueSource, *, header: bool = True) -> None:
+    """Map the digest draft's shape, line by line, onto the issue's fields."""
+    section = "header" if header else "preamble"
+    items: list[list[str]] = []
+    footer: list[str] = []
+    after_blank = False
+
+    def finish() -> None:
+        texts = [" ".join(part.strip() for part in item).strip() for item in items]
+        texts = [t for t in texts if t]
+        if section == "headlines":
+            issue.headlines.extend(texts)
+        elif section == "details":
+            issue.details.extend(texts)
+        items.clear()
+
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            after_blank = True
+            continue
+        if section == "footer":
+            footer.append(stripped)
+            continue
+        if section in ("header", "preamble"):
+            if m := SECTION_RE.match(line):
+                section = m.group("name").lower()
+            elif section == "header":
+                _header_line(stripped, issue)
+            after_blank = False
+            continue
+        # inside Headlines: or Details:
+        if m := SECTION_RE.match(line):
+            finish()
+            section = m.group("name").lower()
+        elif RULE_RE.match(line):
+            finish()
+            section = "footer"
+        elif m := BULLET_RE.match(line):
+            items.append([m.group("text")])
+        elif section == "details" and stripped[0] in QUOTES and (after_blank or not items):
+            finish()
+            section = "footer"
+            footer.append(stripped)
+        elif items and not after_blank:
+            items[-1].append(stripped)  # a wrapped line continues the item
+        else:
+            items.append([stripped])  # a paragraph without a bullet is an item too
+        after_blank = False
+    if section in ("headlines", "details"):
+        finish()
+    note = " ".join(footer).strip()
+    if len(note) >= 2 and note[0] in QUOTES and note[-1] in QUOTES:
+        note = note[1:-1].strip()
+    issue.footer_note = note
+
+
+def _header_line(text: str, issue: IssueSource) -> None:
+    if m := VOL_RE.match(text):
+        issue.volume = m.group("vol")
+    elif m := IMAGE_CREDIT_RE.match(text):
+        credit = m.group("credit")
+        if link := MD_LINK_RE.match(credit):
+            issue.image_credit, issue.image_credit_url = link.group("text"), link.group("url")
+        else:
+            issue.image_credit = credit
+    elif m := IMAGE_RE.match(text):
+        issue.image = m.group("src")
+    elif not issue.title:
+        issue.title = _strip_heading(text)
+    elif not issue.date and (parse_date(text) or YEAR_RE.search(text)):
+        parsed = parse_date(text)
+        issue.date = format_date(parsed) if parsed else text
+    else:  # anything else before the sections reads as an introduction
+        issue.body = f"{issue.body}\n\n{text}".strip()
+
+
+def _title_from_body(body: str) -> tuple[str, str]:
+    lines = body.split("\n")
+    for i, line in enumerate(lines):
+        if line.strip():
+            return _strip_heading(line), "\n".join(lines[i + 1 :]).strip("\n")
+    return "", body
+
+
+def _generic(lines: list[str], issue: IssueSource) -> None:
+    issue.title, issue.body = _title_from_body("\n".join(lines))
