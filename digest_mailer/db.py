@@ -13,10 +13,11 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, Table, create_engine, event, insert
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, insert
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.base import Executable
 
 from digest_mailer.errors import StoreError
 
@@ -117,36 +118,71 @@ def _first_line(exc: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
-def insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT many rows through the driver's executemany, bind-processing each distinct
-    value once: for large imports SQLAlchemy's per-row parameter processing costs more
-    than the insert itself. All rows must have the keys of the first."""
-    if not rows:
-        return
-    conn = session.connection()
-    dialect = conn.dialect
-    keys = list(rows[0])
-    compiled = insert(table).compile(dialect=dialect, column_keys=keys)
-    processors = {}
-    for key in keys:
-        column_type = table.c[key].type
-        processor = column_type.dialect_impl(dialect).bind_processor(dialect)
-        if processor is not None:
-            processors[key] = processor
-    cache: dict[tuple[str, int], Any] = {}
+class FastStatement:
+    """A DML statement compiled once for a dialect and run on the driver's cursor.
 
-    def value(key: str, raw: Any) -> Any:
-        processor = processors.get(key)
+    For hot loops (the send log's claims and outcomes, bulk imports) SQLAlchemy's
+    per-call overhead costs more than the statement itself. Values are bind-processed here
+    with the column types' own processors; one shared object (a timestamp used by every
+    row) is processed once.
+    """
+
+    def __init__(self, statement: Executable, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.positional = compiled.positional
+        self.order = list(compiled.positiontup or [])
+        # constants written into the statement (literal values) travel as bound parameters
+        names = compiled.bind_names  # bind parameter -> the name it has in the SQL
+        self.defaults = {name: b.effective_value for b, name in names.items() if not b.required}
+        self.processors: dict[str, Any] = {}
+        for bind, name in names.items():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self.processors[name] = processor
+        self._cache: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def _value(self, key: str, raw: Any) -> Any:
+        processor = self.processors.get(key)
         if processor is None or raw is None:
             return raw
         slot = (key, id(raw))
-        if slot not in cache:  # the same object (a shared timestamp) is processed once
-            cache[slot] = (raw, processor(raw))
-        return cache[slot][1]
+        hit = self._cache.get(slot)
+        if hit is None or hit[0] is not raw:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            hit = self._cache[slot] = (raw, processor(raw))
+        return hit[1]
 
-    if compiled.positional:
-        order = compiled.positiontup or []
-        params: list[Any] = [tuple(value(k, row[k]) for k in order) for row in rows]
-    else:
-        params = [{k: value(k, row[k]) for k in keys} for row in rows]
-    conn.exec_driver_sql(str(compiled), params)
+    def params(self, values: dict[str, Any]) -> Any:
+        merged = {**self.defaults, **values}
+        if self.positional:
+            return tuple(self._value(k, merged[k]) for k in self.order)
+        return {k: self._value(k, v) for k, v in merged.items()}
+
+    def execute(self, cursor: Any, values: dict[str, Any]) -> int:
+        cursor.execute(self.sql, self.params(values))
+        return cursor.rowcount
+
+    def executemany(self, cursor: Any, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            cursor.executemany(self.sql, [self.params(row) for row in rows])
+
+
+def driver_cursor(connection: Connection) -> Any:
+    """A cursor on the driver connection inside SQLAlchemy's current transaction."""
+    return connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+def insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT many rows with one driver executemany (see :class:`FastStatement`).
+    All rows must have the keys of the first."""
+    if not rows:
+        return
+    conn = session.connection()
+    statement = insert(table).values({key: bindparam(key) for key in rows[0]})
+    cursor = driver_cursor(conn)
+    try:
+        FastStatement(statement, conn.dialect).executemany(cursor, rows)
+    finally:
+        cursor.close()

@@ -16,9 +16,16 @@ import yaml
 from digest_mailer.errors import InputError
 
 FRONT_MATTER_KEYS = {
-    "title", "volume", "date", "subject", "preheader",
-    "image", "image_alt", "image_credit", "image_credit_url",
-}  # fmt: skip
+    "title",
+    "volume",
+    "date",
+    "subject",
+    "preheader",
+    "image",
+    "image_alt",
+    "image_credit",
+    "image_credit_url",
+}
 
 VOL_RE = re.compile(
     r"^\s*(?:#+\s*)?(?:\*\*|__)?\s*vol(?:ume)?\.?\s*(?:no\.?)?\s*[:#]?\s*(?P<vol>[\w.\-/]+?)"

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 from digest_mailer.db import insert_many
 from digest_mailer.errors import InputError, NotFoundError
 from digest_mailer.models import (
+    Delivery,
     Event,
     MailingList,
     Subscriber,
@@ -198,6 +199,12 @@ def purge_subscriber(session: Session, address: str, *, actor: str = "cli") -> i
     """Erase a person and their history; leaves one event without personal data."""
     subscriber = get_subscriber(session, address)
     subscriber_id = subscriber.id
+    # the send log keeps its rows, without the address
+    session.execute(
+        update(Delivery)
+        .where(Delivery.subscriber_id == subscriber_id)
+        .values(address=f"erased-subscriber-{subscriber_id}", subscriber_id=None)
+    )
     session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
     session.expunge(subscriber)
     record_event(session, None, "purged", actor, f"subscriber #{subscriber_id} erased on request")
@@ -299,8 +306,16 @@ def add_subscribers(
     report = ImportReport()
     merged = _merge_entries(entries, report)
     mailing_list = get_list(session, list_name) if list_name else None
-    _upsert(session, merged, mailing_list, report, resubscribe=resubscribe, source="cli",
-            actor=actor, origin="added by staff")  # fmt: skip
+    _upsert(
+        session,
+        merged,
+        mailing_list,
+        report,
+        resubscribe=resubscribe,
+        source="cli",
+        actor=actor,
+        origin="added by staff",
+    )
     return report
 
 
@@ -345,21 +360,34 @@ def _insert_new(
         session,
         Subscriber.__table__,
         [
-            {"email": e.email, "email_key": key, "name": e.name, "status": "active",
-             "source": source, "created_at": now, "updated_at": now}
+            {
+                "email": e.email,
+                "email_key": key,
+                "name": e.name,
+                "status": "active",
+                "source": source,
+                "created_at": now,
+                "updated_at": now,
+            }
             for e, key in zip(fresh, keys, strict=True)
         ],
-    )  # fmt: skip
+    )
     new_ids = Subscriber.email_key.in_(keys)
     at = literal(now, UTCDateTime())
     event_columns = ["subscriber_id", "kind", "actor", "detail", "new_status", "created_at"]
     session.execute(
         insert(Event.__table__).from_select(
             event_columns,
-            select(Subscriber.id, literal("created"), literal(actor), literal(origin),
-                   literal("active"), at).where(new_ids),
+            select(
+                Subscriber.id,
+                literal("created"),
+                literal(actor),
+                literal(origin),
+                literal("active"),
+                at,
+            ).where(new_ids),
         )
-    )  # fmt: skip
+    )
     if mailing_list is not None:
         session.execute(
             insert(list_members).from_select(
@@ -370,10 +398,16 @@ def _insert_new(
         session.execute(
             insert(Event.__table__).from_select(
                 event_columns,
-                select(Subscriber.id, literal("list"), literal(actor), literal(list_detail),
-                       literal(None, String()), at).where(new_ids),
+                select(
+                    Subscriber.id,
+                    literal("list"),
+                    literal(actor),
+                    literal(list_detail),
+                    literal(None, String()),
+                    at,
+                ).where(new_ids),
             )
-        )  # fmt: skip
+        )
 
 
 def _upsert(
@@ -437,8 +471,16 @@ def _upsert(
 
         fresh = [e for k, e in by_key.items() if k not in existing]
         if fresh:
-            _insert_new(session, fresh, mailing_list, source=source, actor=actor,
-                        origin=origin, list_detail=list_detail, now=now)  # fmt: skip
+            _insert_new(
+                session,
+                fresh,
+                mailing_list,
+                source=source,
+                actor=actor,
+                origin=origin,
+                list_detail=list_detail,
+                now=now,
+            )
             report.added += len(fresh)
 
         for key, row in existing.items():
@@ -630,8 +672,16 @@ def import_csv(
     entries, invalid = read_csv(path, allow_test_domains=allow_test_domains, encoding=encoding)
     report = ImportReport(invalid=invalid)
     merged = _merge_entries(entries, report)
-    _upsert(session, merged, mailing_list, report, resubscribe=resubscribe, source="import",
-            actor=actor, origin=f"imported from {path.name}")  # fmt: skip
+    _upsert(
+        session,
+        merged,
+        mailing_list,
+        report,
+        resubscribe=resubscribe,
+        source="import",
+        actor=actor,
+        origin=f"imported from {path.name}",
+    )
     return report
 
 

@@ -128,7 +128,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium driven by Playwright (no browser download)."""
     if not CHROMIUM.exists():
@@ -138,3 +138,28 @@ def browser():
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+SECRET = "test-secret-0123456789abcdef0123456789"
+
+
+@pytest.fixture
+def smtp_server():
+    from smtp_server import SMTPServer
+
+    server = SMTPServer().start()
+    yield server
+    server.stop()
+
+
+def smtp_section(port: int, connections: int = 2, extra: str = "") -> str:
+    return (
+        f'\n[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        f"connections = {connections}\ntimeout = 5\nretry_base_seconds = 0.02\n{extra}"
+    )
+
+
+@pytest.fixture
+def send_env(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DIGEST_MAILER_SECRET", SECRET)
+    return SECRET

@@ -129,9 +129,12 @@ def list_(
     table = Table("email", "name", "status", "lists", "since")
     for d in data:
         table.add_row(
-            str(d["email"]), str(d["name"]), str(d["status"]), ", ".join(d["lists"]),  # type: ignore[arg-type]
+            str(d["email"]),
+            str(d["name"]),
+            str(d["status"]),
+            ", ".join(d["lists"]),  # type: ignore[arg-type]
             str(d["created_at"])[:10],
-        )  # fmt: skip
+        )
     out.print(table)
     out.print(f"{len(data)} subscriber(s)", markup=False)
 
@@ -150,10 +153,16 @@ def show(
         subscriber = subscribers.get_subscriber(session, email)
         data = subscribers.subscriber_dict(subscriber)
         events = [
-            {"at": e.created_at.isoformat(), "kind": e.kind, "from": e.old_status,
-             "to": e.new_status, "by": e.actor, "detail": e.detail}
+            {
+                "at": e.created_at.isoformat(),
+                "kind": e.kind,
+                "from": e.old_status,
+                "to": e.new_status,
+                "by": e.actor,
+                "detail": e.detail,
+            }
             for e in subscriber.events
-        ]  # fmt: skip
+        ]
     if as_json:
         print_json({**data, "events": events})
         return

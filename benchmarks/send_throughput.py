@@ -1,0 +1,330 @@
+"""Send throughput: digest-mailer's sender against a bare smtplib loop, same sink, same
+number of connections, same run.
+
+A minimal SMTP sink (asyncio; accepts and counts) runs in a process of its own, since
+aiosmtpd's line-by-line DATA parsing would hide the sender's own cost. Each measurement
+runs in a child process so its peak memory (ru_maxrss) is its own.
+
+    python benchmarks/send_throughput.py [--subscribers 20000] [--connections 1 4]
+        [--memory-check 100000] [--database-url URL]
+
+Targets: sender/bare ratio >= 0.8, peak memory < 200 MB, not growing with the list size.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "benchmark-secret-0123456789abcdef"
+
+
+# ----------------------------------------------------------------------------- the sink
+
+
+def run_sink(port: int, pipelining: bool) -> None:
+    count = 0
+    extensions = b"250-sink\r\n250-8BITMIME\r\n" + (b"250-PIPELINING\r\n" if pipelining else b"")
+    extensions += b"250 SMTPUTF8\r\n"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal count
+        writer.write(b"220 sink ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(extensions)
+            elif verb == b"DATA":
+                writer.write(b"354 go ahead\r\n")
+                await writer.drain()
+                await reader.readuntil(b"\r\n.\r\n")
+                count += 1
+                writer.write(b"250 2.0.0 ok\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, limit=1 << 24)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        print("ready", flush=True)
+        async with server:
+            await stop.wait()
+        print(count, flush=True)
+
+    asyncio.run(main())
+
+
+class Sink:
+    def __init__(self, pipelining: bool = False) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--sink", str(self.port), "1" if pipelining else "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return int(out.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def write_issue(path: Path) -> None:
+    """A digest of realistic shape, padded to a message of about 35 KB."""
+    base = (ROOT / "examples" / "vol-2.4.txt").read_text("utf-8")
+    head, rest = base.split("## Details:", 1)
+    details, footer = rest.split("\n---\n", 1)
+    more = "\n".join(details.strip().splitlines()) + "\n"
+    path.write_text(head + "## Details:\n" + more * 5 + "\n---\n" + footer, "utf-8")
+
+
+def write_config(folder: Path, port: int, connections: int, database_url: str) -> Path:
+    url = database_url or f"sqlite:///{folder}/bench.db"
+    path = folder / "config.toml"
+    path.write_text(
+        f'[database]\nurl = "{url}"\n'
+        '[newsletter]\nfrom_address = "digest@policy-lab.test"\n'
+        'request_address = "digest@policy-lab.test"\npublic_url = "https://d.policy-lab.test"\n'
+        f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        f"connections = {connections}\n[subscribers]\nallow_test_domains = true\n",
+        "utf-8",
+    )
+    return path
+
+
+def setup_store(config_path: Path, subscribers: int) -> None:
+    from sqlalchemy import text
+
+    from digest_mailer import db
+    from digest_mailer.config import load_config
+    from digest_mailer.db import insert_many
+    from digest_mailer.models import Subscriber, utcnow
+
+    config = load_config(config_path)
+    engine = db.make_engine(config.database_url)
+    with engine.begin() as conn:  # a fresh schema each time on a shared server
+        if engine.dialect.name != "sqlite":
+            for table in (
+                "test_sends",
+                "deliveries",
+                "issues",
+                "events",
+                "list_members",
+                "lists",
+                "subscribers",
+                "alembic_version",
+            ):
+                conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
+            conn.execute(text("DROP FUNCTION IF EXISTS events_append_only() CASCADE"))
+    db.upgrade(engine)
+    engine.dispose()
+    store = db.open_store(config.database_url)
+    now = utcnow()
+    with store.Session.begin() as session:
+        rows = [
+            {
+                "email": f"reader{i}@corp.test",
+                "email_key": f"reader{i}@corp.test",
+                "name": f"Reader {i}",
+                "status": "active",
+                "source": "import",
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i in range(subscribers)
+        ]
+        for start in range(0, len(rows), 5000):
+            insert_many(session, Subscriber.__table__, rows[start : start + 5000])
+    store.dispose()
+
+
+# ----------------------------------------------------------------------------- children
+
+
+def child_send(config_path: str, issue_path: str) -> dict[str, float]:
+    from digest_mailer import composer, db, sender
+    from digest_mailer.config import load_config
+    from digest_mailer.message import MessageTemplate
+    from digest_mailer.transport import SMTPSettings, SMTPTransport
+
+    config = load_config(config_path)
+    store = db.open_store(config.database_url)
+    composed = composer.compose_file(Path(issue_path), config)
+    t0 = time.perf_counter()
+    with store.Session.begin() as session:
+        plan = sender.prepare_send(session, composed, skip_test=True)
+    t1 = time.perf_counter()
+    settings = SMTPSettings.from_config(config)
+    template = MessageTemplate(composed, config)
+    report = sender.run_send(
+        store, plan.issue_id, config, template, lambda: SMTPTransport(settings), SECRET.encode()
+    )
+    t2 = time.perf_counter()
+    store.dispose()
+    size = len(template.render("reader1@corp.test", "Reader 1", "<x@y>", "https://d.test/u/x"))
+    return {
+        "sent": report.counts["sent"],
+        "seconds": t2 - t1,
+        "queue_seconds": t1 - t0,
+        "message_bytes": size,
+    }
+
+
+def child_bare(port: str, connections: str, count: str, message_path: str) -> dict[str, float]:
+    data = Path(message_path).read_bytes()
+    n, total = int(connections), int(count)
+    shares = [total // n + (1 if i < total % n else 0) for i in range(n)]
+
+    def loop(share: int) -> None:
+        with smtplib.SMTP("127.0.0.1", int(port)) as smtp:
+            for i in range(share):
+                smtp.sendmail("digest@policy-lab.test", [f"reader{i}@corp.test"], data)
+
+    threads = [threading.Thread(target=loop, args=(s,)) for s in shares]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"sent": total, "seconds": time.perf_counter() - t0}
+
+
+def run_child(*args: str) -> dict[str, float]:
+    env = {**os.environ, "DIGEST_MAILER_SECRET": SECRET}
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def prebuilt_message(folder: Path, config_path: Path, issue_path: Path) -> Path:
+    from digest_mailer import composer
+    from digest_mailer.config import load_config
+    from digest_mailer.message import MessageTemplate
+
+    config = load_config(config_path)
+    composed = composer.compose_file(issue_path, config)
+    data = MessageTemplate(composed, config).render(
+        "reader1@corp.test", "Reader 1", "<bench.1@policy-lab.test>", "https://d.test/u/x"
+    )
+    path = folder / "message.eml"
+    path.write_bytes(data)
+    return path
+
+
+def measure(
+    subscribers: int, connections: int, database_url: str, pipelining: bool = False
+) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        issue = folder / "vol-2.4.txt"
+        write_issue(issue)
+        sink = Sink(pipelining)
+        config = write_config(folder, sink.port, connections, database_url)
+        setup_store(config, subscribers)
+        message = prebuilt_message(folder, config, issue)
+        bare = run_child("bare", str(sink.port), str(connections), str(subscribers), str(message))
+        ours = run_child("send", str(config), str(issue))
+        received = sink.stop()
+    assert ours["sent"] == subscribers, ours
+    assert received == 2 * subscribers, received
+    return {
+        "bare_rate": bare["sent"] / bare["seconds"],
+        "rate": ours["sent"] / ours["seconds"],
+        "peak_mb": ours["peak_mb"],
+        "bare_peak_mb": bare["peak_mb"],
+        "queue_seconds": ours["queue_seconds"],
+        "message_bytes": ours["message_bytes"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=20_000)
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--memory-check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also send to N subscribers and compare peak memory",
+    )
+    parser.add_argument("--database-url", default="")
+    parser.add_argument(
+        "--pipelining",
+        action="store_true",
+        help="the sink also offers PIPELINING (as Postfix and Exim do)",
+    )
+    parser.add_argument("--sink", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sink:
+        run_sink(args.sink[0], bool(args.sink[1]))
+        return
+    if args.child:
+        kind, *rest = args.child
+        result = child_send(*rest) if kind == "send" else child_bare(*rest)
+        result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+    import statistics
+
+    print(
+        f"subscribers: {args.subscribers:,}; database: {args.database_url or 'SQLite file'}; "
+        f"sink offers PIPELINING: {'yes' if args.pipelining else 'no'}"
+    )
+    for connections in args.connections:
+        runs = [
+            measure(args.subscribers, connections, args.database_url, args.pipelining)
+            for _ in range(args.rounds)
+        ]
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        print(
+            f"connections {connections}: message {med['message_bytes'] / 1024:.1f} KB; "
+            f"bare smtplib {med['bare_rate']:,.0f}/s; digest-mailer {med['rate']:,.0f}/s; "
+            f"ratio {med['rate'] / med['bare_rate']:.2f} (target >= 0.8); "
+            f"peak {med['peak_mb']:.0f} MB (bare {med['bare_peak_mb']:.0f} MB); "
+            f"queueing {med['queue_seconds']:.2f} s",
+            flush=True,
+        )
+    if args.memory_check:
+        small = measure(args.subscribers, args.connections[-1], args.database_url, args.pipelining)
+        large = measure(args.memory_check, args.connections[-1], args.database_url, args.pipelining)
+        print(
+            f"memory: {args.subscribers:,} subscribers peak {small['peak_mb']:.0f} MB; "
+            f"{args.memory_check:,} subscribers peak {large['peak_mb']:.0f} MB "
+            f"(rate {large['rate']:,.0f}/s)"
+        )
+
+
+if __name__ == "__main__":
+    main()

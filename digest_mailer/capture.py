@@ -1,0 +1,47 @@
+"""A local SMTP server that accepts everything and stores each message in a Maildir:
+for trying the tool, the demo, and the tests (aiosmtpd)."""
+
+import mailbox
+import threading
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+
+from digest_mailer.errors import InputError
+
+
+class MaildirHandler:
+    """Stores one copy per recipient, with Return-Path and Delivered-To added as an MTA
+    would, so the envelope can be checked (VERP, exactly-once counts)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.maildir = mailbox.Maildir(str(folder), create=True)
+        self.count = 0
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # type: ignore[no-untyped-def]
+        content = envelope.original_content or envelope.content
+        if isinstance(content, str):
+            content = content.encode("utf-8", "surrogateescape")
+        with self._lock:
+            for rcpt in envelope.rcpt_tos:
+                head = f"Return-Path: <{envelope.mail_from}>\r\nDelivered-To: {rcpt}\r\n"
+                self.maildir.add(head.encode("utf-8") + content)
+                self.count += 1
+        return "250 2.0.0 Message accepted"
+
+
+def start_capture(folder: Path, host: str = "127.0.0.1", port: int = 8025) -> Controller:
+    """Start the capture server in a background thread; call ``.stop()`` to end it."""
+    controller = Controller(
+        MaildirHandler(folder),
+        hostname=host,
+        port=port,
+        enable_SMTPUTF8=True,
+        ready_timeout=10,
+    )
+    try:
+        controller.start()
+    except (OSError, RuntimeError) as exc:
+        raise InputError(f"cannot listen on {host}:{port}: {exc}") from None
+    return controller

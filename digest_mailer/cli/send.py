@@ -1,0 +1,285 @@
+"""`digest-mailer send`, `status`, `log` and `capture-smtp`."""
+
+import csv
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from digest_mailer import composer, sender
+from digest_mailer.capture import start_capture
+from digest_mailer.cli.compose import print_findings
+from digest_mailer.cli.state import err, out, print_json, state, warn
+from digest_mailer.lint import lint
+from digest_mailer.message import MessageTemplate
+from digest_mailer.models import DELIVERY_STATES
+from digest_mailer.tokens import signing_secret
+from digest_mailer.transport import FileTransport, SMTPSettings, SMTPTransport
+
+DeliveryState = Enum("DeliveryState", {s: s for s in DELIVERY_STATES}, type=str)  # type: ignore[misc]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("send")(send)
+    app.command("status")(status)
+    app.command("log")(log)
+    app.command("capture-smtp")(capture_smtp)
+
+
+@contextmanager
+def _graceful_stop(stop: threading.Event):  # type: ignore[no-untyped-def]
+    """First Ctrl-C (or SIGTERM): finish the messages in hand, record them, pause.
+    A second Ctrl-C stops at once (rows in hand then show as uncertain on resume)."""
+
+    def handler(signum, frame):  # type: ignore[no-untyped-def]
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err.print("pausing: finishing the messages in hand…", style="yellow", markup=False)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def send(
+    ctx: typer.Context,
+    issue_file: Annotated[Path, typer.Argument(help="The issue: digest text or Markdown.")],
+    test: Annotated[
+        bool, typer.Option("--test", help="Send [TEST] copies to the seed list.")
+    ] = False,
+    to: Annotated[
+        list[str] | None, typer.Option("--to", help="With --test: send to this address instead.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[
+        Path | None, typer.Option("--dry-run", help="Write each message as .eml into DIR.")
+    ] = None,
+    skip_test: Annotated[
+        bool, typer.Option("--skip-test", help="Send without a test send (noted in the log).")
+    ] = False,
+    resend_uncertain: Annotated[
+        bool, typer.Option("--resend-uncertain", help="Send again to uncertain recipients.")
+    ] = False,
+    allow_changed: Annotated[
+        bool, typer.Option("--allow-changed", help="Resume even though the issue changed.")
+    ] = False,
+) -> None:
+    """Send an issue: first --test to the seed list, then to every active subscriber.
+
+    The send log records every recipient; after a crash, Ctrl-C or a lost server the same
+    command resumes and sends to nobody twice.
+
+    Example: digest-mailer send vol-2.4.txt --test && digest-mailer send vol-2.4.txt
+    """
+    st = state(ctx)
+    config = st.config
+    composed = composer.compose_file(issue_file, config)
+    secret = signing_secret(config)
+    findings = lint(composed)
+    print_findings(findings)
+    if to and not test:
+        raise typer.BadParameter("--to goes with --test", param_hint="--to")
+    if test:
+        _test_send(st, composed, secret, to or [])
+        return
+    if dry_run is not None:
+        with st.transaction(dry_run=True) as session:
+            count = sender.dry_run(session, composed, config, FileTransport(dry_run), secret)
+        out.print(
+            f"dry run: wrote {count} message(s) to {dry_run}/; nothing was sent", markup=False
+        )
+        return
+    settings = SMTPSettings.from_config(config)
+    with st.transaction() as session:
+        plan = sender.prepare_send(
+            session,
+            composed,
+            skip_test=skip_test,
+            resend_uncertain=resend_uncertain,
+            allow_changed=allow_changed,
+        )
+        if plan.recovered_uncertain:
+            warn(
+                f"{len(plan.recovered_uncertain)} recipient(s) were in the middle of sending "
+                f"when the last run stopped and are now uncertain (not resent unless "
+                f"--resend-uncertain): {', '.join(plan.recovered_uncertain[:10])}"
+            )
+        for note in plan.notes:
+            warn(note)
+        verb = "Resume sending" if plan.resuming else "Send"
+        if plan.queued and not yes:
+            typer.confirm(
+                f"{verb} {plan.subject!r} (issue {plan.issue_id}) to {plan.queued} "
+                f"recipient(s) through {settings.where}?",
+                abort=True,
+            )
+    if plan.queued == 0:
+        with st.transaction() as session:
+            done = sender.issue_status(session, plan.issue_id)[0]
+        counts = {k: v for k, v in done["counts"].items() if v}  # type: ignore[union-attr]
+        summary = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no recipients"
+        out.print(
+            f"nothing to send: issue {plan.issue_id} is {done['state']} ({summary})", markup=False
+        )
+        return
+    report = _run_with_progress(st, plan, composed, settings, secret)
+    _print_report(report)
+    if report.state != "sent":
+        raise sender.SendPaused(
+            f"send paused: {report.paused_reason or 'not finished'}; nothing was lost: run "
+            f"`digest-mailer send {issue_file}` again to resume"
+        )
+
+
+def _test_send(st, composed, secret: bytes, to: list[str]) -> None:  # type: ignore[no-untyped-def]
+    transport = SMTPTransport(SMTPSettings.from_config(st.config))
+    with st.transaction() as session:
+        recipients = sender.test_recipients(session, st.config, to)
+        results = sender.test_send(session, composed, st.config, transport, secret, recipients)
+    for r in results:
+        style = "green" if r.outcome.kind == "sent" else "bold red"
+        out.print(
+            f"{r.outcome.kind:>9}  {r.address}  {r.outcome.code or ''} {r.outcome.message}",
+            style=style,
+            markup=False,
+        )
+    ok = sum(r.outcome.kind == "sent" for r in results)
+    out.print(
+        f"test send of {composed.issue_id} ({composed.fingerprint[:12]}): "
+        f"{ok} of {len(results)} accepted",
+        markup=False,
+    )
+    if ok != len(results):
+        raise sender.SendPaused("not every test message was accepted; fix that, then test again")
+
+
+def _run_with_progress(st, plan, composed, settings, secret):  # type: ignore[no-untyped-def]
+    stop = threading.Event()
+    template = MessageTemplate(composed, st.config)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>7.0f}/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress, _graceful_stop(stop):
+        task = progress.add_task(f"issue {plan.issue_id}", total=plan.queued or 1, rate=0.0)
+        started = time.monotonic()
+
+        def update(done: int, total: int) -> None:
+            elapsed = max(time.monotonic() - started, 1e-6)
+            progress.update(task, completed=done, total=max(total, 1), rate=done / elapsed)
+
+        return sender.run_send(
+            st.store(),
+            plan.issue_id,
+            st.config,
+            template,
+            lambda: SMTPTransport(settings),
+            secret,
+            progress=update,
+            stop=stop,
+        )
+
+
+def _print_report(report: sender.SendReport) -> None:
+    shown = {k: v for k, v in report.counts.items() if v}
+    out.print(
+        f"issue {report.issue_id}: {report.state}; "
+        + ", ".join(f"{v} {k}" for k, v in shown.items()),
+        markup=False,
+    )
+
+
+def status(
+    ctx: typer.Context,
+    issue: Annotated[str | None, typer.Argument(help="Issue id, e.g. 2.4 (default: all).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show each issue's send state and counts per delivery state.
+
+    Example: digest-mailer status 2.4 --json
+    """
+    with state(ctx).transaction() as session:
+        rows = sender.issue_status(session, issue)
+    if as_json:
+        print_json(rows[0] if issue else rows)
+        return
+    table = Table("issue", "state", "tested", *DELIVERY_STATES, "subject")
+    for r in rows:
+        counts = r["counts"]
+        table.add_row(
+            str(r["issue"]),
+            str(r["state"]),
+            "yes" if r["tested"] else "no",
+            *(str(counts[s]) for s in DELIVERY_STATES),
+            str(r["subject"]),  # type: ignore[index]
+        )
+    out.print(table)
+
+
+def log(
+    ctx: typer.Context,
+    issue: Annotated[str, typer.Argument(help="Issue id, e.g. 2.4.")],
+    state_filter: Annotated[
+        DeliveryState | None, typer.Option("--state", "-s", help="Only this delivery state.")
+    ] = None,
+    as_json: JsonOption = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """The send log: one row per recipient with state, attempts, SMTP reply and Message-ID.
+
+    Example: digest-mailer log 2.4 --state failed --csv > failed.csv
+    """
+    with state(ctx).transaction() as session:
+        rows = sender.delivery_log(session, issue, state_filter.value if state_filter else None)
+        if as_csv:
+            writer = csv.DictWriter(sys.stdout, fieldnames=sender.LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+            return
+        rows = list(rows)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(*sender.LOG_FIELDS)
+    for r in rows:
+        table.add_row(*(str(r[f]) if r[f] is not None else "" for f in sender.LOG_FIELDS))
+    out.print(table)
+
+
+def capture_smtp(
+    maildir: Annotated[Path, typer.Option("--maildir", help="Maildir to store messages in.")],
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8025,
+) -> None:
+    """Run a local SMTP server that accepts every message into a Maildir (Ctrl-C stops).
+
+    Example: digest-mailer capture-smtp --maildir /tmp/captured --port 8025
+    """
+    controller = start_capture(maildir, host, port)
+    out.print(f"capturing mail on {host}:{port} into {maildir}/ (Ctrl-C to stop)", markup=False)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        while not stopped.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()
+    out.print(f"stopped; {controller.handler.count} message(s) captured", markup=False)
