@@ -412,12 +412,27 @@ class Blocking:
             self._loop.close()
 
 
+def _runner() -> asyncio.Runner:
+    """uvloop's event loop where installed (several times cheaper per network round trip
+    than the standard one), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    with _runner() as runner:
+        return runner.run(coroutine)
+
+
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to the end from synchronous code, even when this thread already
     runs an event loop (a web app, a notebook): then in a thread of its own."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coroutine)
+        return _run(coroutine)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-mailer-io") as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+        return pool.submit(_run, coroutine).result()
