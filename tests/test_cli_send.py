@@ -184,3 +184,43 @@ def test_capture_smtp_command_stores_to_maildir(tmp_path: Path) -> None:
     messages = list(mailbox.Maildir(str(box)))
     assert sorted(m["Delivered-To"] for m in messages) == ["a@corp.test", "b@corp.test"]
     assert {m["Return-Path"] for m in messages} == {"<from@corp.test>"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_pauses_cleanly_and_resumes(tmp_path: Path, database_url: str, send_env) -> None:  # type: ignore[no-untyped-def]
+    server = SMTPServer().start()
+    server.handler.delay = 0.01
+    try:
+        config = write_config(
+            tmp_path / "config.toml", database_url,
+            NEWSLETTER + smtp_section(server.port, connections=2),
+        )  # fmt: skip
+        cli = Cli(config)
+        cli.ok("init")
+        cli.ok("subscribers", "add", *[f"c{i:03d}@corp.test" for i in range(150)])
+        issue = tmp_path / "vol-3.1.txt"
+        shutil.copy(ISSUE, issue)
+        command = [sys.executable, "-m", "digest_mailer", "--config", str(config), "send",
+                   str(issue), "--yes", "--skip-test"]  # fmt: skip
+        env = {**os.environ, "DIGEST_MAILER_SECRET": SECRET}
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while len(server.handler.received) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 5, stderr
+        assert "pausing: finishing the messages in hand" in stderr
+        assert "send paused: stopped by request; nothing was lost" in stderr
+        store = db.open_store(database_url)
+        with store.Session() as session:
+            states = [s for (s,) in session.execute(select(Delivery.state))]
+        store.dispose()
+        assert "sending" not in states and "uncertain" not in states
+        assert states.count("sent") == len(server.handler.received) < 150
+        resume = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert resume.returncode == 0, resume.stderr
+        assert sorted(server.addresses()) == [f"c{i:03d}@corp.test" for i in range(150)]
+    finally:
+        server.stop()
