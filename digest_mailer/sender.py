@@ -1,12 +1,13 @@
 """Sending an issue: exactly once to every active subscriber, with a durable send log.
 
 The database is the source of truth. Each delivery row is committed as ``sending`` before
-its SMTP transaction and with its outcome after it. One thread (the caller's) owns the
-database; ``[smtp] connections`` worker threads only speak SMTP, each with at most one
-message in hand. So at most ``connections`` rows are ever ``sending``: after a crash those
-become ``uncertain`` and are not resent unless asked; every other recipient is sent exactly
-once. Outcomes and the next claims share one commit (group commit), which keeps the
-guarantee and makes the database cost per message small.
+its message can be accepted (the transport's commit point, just before the end-of-data
+dot) and with its outcome after it. One event loop in the caller's thread owns the
+database and drives ``[smtp] connections`` SMTP connections, each with at most one message
+in hand. So at most ``connections`` rows are ever ``sending``: after a crash those become
+``uncertain`` and are not resent unless asked; every other recipient is sent exactly once.
+Outcomes and the next claims share one commit (group commit), which keeps the guarantee
+and makes the database cost per message small.
 
 The sender knows transports only through :class:`~digest_mailer.transport.Transport` and
 the outcome kinds; it knows nothing of SMTP itself.

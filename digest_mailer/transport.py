@@ -2,8 +2,8 @@
 an in-memory capture. They know nothing about issues or subscribers.
 
 Transports are asyncio coroutines, so that one thread can drive many SMTP connections and
-the send log without contending for the interpreter lock; :class:`Blocking` wraps any of
-them for code that sends one message at a time.
+the send log without contending for the interpreter lock; :func:`run_coroutine` runs them
+from synchronous code.
 
 Every send ends in an :class:`Outcome`:
 
@@ -393,23 +393,6 @@ class CaptureTransport:
 
     async def close(self) -> None:
         pass
-
-
-class Blocking:
-    """Any transport, for code that sends one message at a time (test sends, replies)."""
-
-    def __init__(self, transport: Transport) -> None:
-        self.transport = transport
-        self._loop = asyncio.new_event_loop()
-
-    def send(self, envelope_from: str, recipient: str, data: bytes) -> Outcome:
-        return self._loop.run_until_complete(self.transport.send(envelope_from, recipient, data))
-
-    def close(self) -> None:
-        try:
-            self._loop.run_until_complete(self.transport.close())
-        finally:
-            self._loop.close()
 
 
 def _runner() -> asyncio.Runner:

@@ -55,8 +55,15 @@ def test_test_send_then_send_then_report(
     status = json.loads(send_cli.ok("status", "3.1", "--json").stdout)
     assert {k: status[k] for k in ("issue", "state")} == {"issue": "3.1", "state": "sent"}
     assert len(status["fingerprint"]) == 64
-    assert status["counts"] == {"queued": 0, "sending": 0, "sent": 6, "deferred": 0, "failed": 0,
-                                "uncertain": 0, "skipped": 0}  # fmt: skip
+    assert status["counts"] == {
+        "queued": 0,
+        "sending": 0,
+        "sent": 6,
+        "deferred": 0,
+        "failed": 0,
+        "uncertain": 0,
+        "skipped": 0,
+    }
     every = json.loads(send_cli.ok("status", "--json").stdout)
     assert [s["issue"] for s in every] == ["3.1"]
     log = json.loads(send_cli.ok("log", "3.1", "--json").stdout)
@@ -104,25 +111,43 @@ def test_unreachable_server_is_a_clear_pause(send_cli: Cli, smtp_server: SMTPSer
     assert "6 sent" in send_cli.ok("send", send_cli.issue, "--yes").stdout  # type: ignore[attr-defined]
 
 
+def subprocess_send(
+    tmp_path: Path, database_url: str, server: SMTPServer, addresses: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    """A store with ``addresses`` subscribed, and the `send` command line to run it."""
+    config = write_config(
+        tmp_path / "config.toml",
+        database_url,
+        NEWSLETTER + smtp_section(server.port, connections=2),
+    )
+    cli = Cli(config)
+    cli.ok("init")
+    people = tmp_path / "people.csv"
+    people.write_text("email\n" + "".join(f"{a}\n" for a in addresses))
+    cli.ok("subscribers", "import", str(people))
+    issue = tmp_path / "vol-3.1.txt"
+    shutil.copy(ISSUE, issue)
+    command = [
+        sys.executable,
+        "-m",
+        "digest_mailer",
+        "--config",
+        str(config),
+        "send",
+        str(issue),
+        "--yes",
+        "--skip-test",
+    ]
+    return command, {**os.environ, "DIGEST_MAILER_SECRET": SECRET}
+
+
 @pytest.mark.slow
 def test_sigkill_mid_send_then_resume(tmp_path: Path, database_url: str, send_env) -> None:  # type: ignore[no-untyped-def]
     server = SMTPServer().start()
     server.handler.delay = 0.004
     try:
-        config = write_config(
-            tmp_path / "config.toml", database_url,
-            NEWSLETTER + smtp_section(server.port, connections=2),
-        )  # fmt: skip
-        cli = Cli(config)
-        cli.ok("init")
-        people = tmp_path / "people.csv"
-        people.write_text("email\n" + "".join(f"p{i:04d}@corp.test\n" for i in range(400)))
-        cli.ok("subscribers", "import", str(people))
-        issue = tmp_path / "vol-3.1.txt"
-        shutil.copy(ISSUE, issue)
-        command = [sys.executable, "-m", "digest_mailer", "--config", str(config), "send",
-                   str(issue), "--yes", "--skip-test"]  # fmt: skip
-        env = {**os.environ, "DIGEST_MAILER_SECRET": SECRET}
+        everyone = [f"p{i:04d}@corp.test" for i in range(400)]
+        command, env = subprocess_send(tmp_path, database_url, server, everyone)
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while len(server.handler.received) < 120 and time.monotonic() < deadline:
@@ -142,7 +167,7 @@ def test_sigkill_mid_send_then_resume(tmp_path: Path, database_url: str, send_en
         assert len(uncertain) <= 2  # at most one per connection
         if uncertain:
             assert "now uncertain" in resume.stderr
-        counts = {f"p{i:04d}@corp.test": 0 for i in range(400)}
+        counts = dict.fromkeys(everyone, 0)
         for address in server.addresses():
             counts[address] += 1
         for address, got in counts.items():
@@ -160,10 +185,20 @@ def test_capture_smtp_command_stores_to_maildir(tmp_path: Path) -> None:
     port = free_port()
     box = tmp_path / "box"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "digest_mailer", "capture-smtp", "--maildir", str(box),
-         "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "digest_mailer",
+            "capture-smtp",
+            "--maildir",
+            str(box),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         import smtplib
 
@@ -171,8 +206,11 @@ def test_capture_smtp_command_stores_to_maildir(tmp_path: Path) -> None:
         while True:
             try:
                 with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
-                    smtp.sendmail("from@corp.test", ["a@corp.test", "b@corp.test"],
-                                  b"Subject: hi\r\n\r\nbody\r\n")  # fmt: skip
+                    smtp.sendmail(
+                        "from@corp.test",
+                        ["a@corp.test", "b@corp.test"],
+                        b"Subject: hi\r\n\r\nbody\r\n",
+                    )
                 break
             except OSError:
                 assert time.monotonic() < deadline, "capture server did not start"
@@ -191,20 +229,11 @@ def test_ctrl_c_pauses_cleanly_and_resumes(tmp_path: Path, database_url: str, se
     server = SMTPServer().start()
     server.handler.delay = 0.01
     try:
-        config = write_config(
-            tmp_path / "config.toml", database_url,
-            NEWSLETTER + smtp_section(server.port, connections=2),
-        )  # fmt: skip
-        cli = Cli(config)
-        cli.ok("init")
-        cli.ok("subscribers", "add", *[f"c{i:03d}@corp.test" for i in range(150)])
-        issue = tmp_path / "vol-3.1.txt"
-        shutil.copy(ISSUE, issue)
-        command = [sys.executable, "-m", "digest_mailer", "--config", str(config), "send",
-                   str(issue), "--yes", "--skip-test"]  # fmt: skip
-        env = {**os.environ, "DIGEST_MAILER_SECRET": SECRET}
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)  # fmt: skip
+        everyone = [f"c{i:03d}@corp.test" for i in range(150)]
+        command, env = subprocess_send(tmp_path, database_url, server, everyone)
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 30
         while len(server.handler.received) < 20 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -221,6 +250,6 @@ def test_ctrl_c_pauses_cleanly_and_resumes(tmp_path: Path, database_url: str, se
         assert states.count("sent") == len(server.handler.received) < 150
         resume = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert resume.returncode == 0, resume.stderr
-        assert sorted(server.addresses()) == [f"c{i:03d}@corp.test" for i in range(150)]
+        assert sorted(server.addresses()) == everyone
     finally:
         server.stop()
