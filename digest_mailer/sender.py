@@ -21,6 +21,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -40,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from digest_mailer.composer import ComposedIssue
 from digest_mailer.config import Config
-from digest_mailer.db import FastStatement, Store, driver_cursor
+from digest_mailer.db import FastStatement, Store, driver_transaction
 from digest_mailer.errors import DigestMailerError, InputError, NotFoundError
 from digest_mailer.lint import lint
 from digest_mailer.message import MessageTemplate, make_message_id
@@ -572,25 +573,23 @@ class _SendLoop:
         its dot. So at most one row per connection is ever ``sending``.
         """
         assert self.conn is not None
-        with self.conn.begin():
-            cursor = driver_cursor(self.conn)
+        now = utcnow()
+        with driver_transaction(self.conn) as cursor:
             if finished:
-                self._record(cursor, finished)
-            verdicts = [self._claim(cursor, job) for job in picked]
-            cursor.close()
+                self._record(cursor, finished, now)
+            verdicts = [self._claim(cursor, job, now) for job in picked]
         if len(self.candidates) < 2 * self.connections:
             self._refill()
         return verdicts
 
-    def _claim(self, cursor: Any, job: _Job) -> bool:
-        params = {"b_id": job.delivery_id, "message_id": job.message_id, "now": utcnow()}
+    def _claim(self, cursor: Any, job: _Job, now: datetime) -> bool:
+        params = {"b_id": job.delivery_id, "message_id": job.message_id, "now": now}
         if self.claim.execute(cursor, params) == 1:
             return True
         self.skip.execute(cursor, params)
         return False
 
-    def _record(self, cursor: Any, finished: list[tuple[_Job, Outcome]]) -> None:
-        now = utcnow()
+    def _record(self, cursor: Any, finished: list[tuple[_Job, Outcome]], now: datetime) -> None:
         rows = []
         clock = time.monotonic()
         for job, outcome in finished:
