@@ -655,29 +655,34 @@ class _SendLoop:
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         results: asyncio.Queue[tuple[_Job, Outcome]] = asyncio.Queue()
-        free = [self.make_transport() for _ in range(self.connections)]
-        every = list(free)
-        tasks: set[asyncio.Task[None]] = set()
+        jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
 
-        async def deliver(transport: Transport, job: _Job) -> None:
+        async def connection() -> None:
+            """One SMTP connection: takes a message, sends it, reports; until told to stop."""
+            transport = self.make_transport()
             try:
-                url = self.template.unsubscribe_target(
-                    unsubscribe_url(self.config, self.secret, job.subscriber_id)
-                )
-                data = self.template.render(job.address, job.name, job.message_id, url)
-                outcome = await send_with_reconnects(
-                    transport,
-                    self.envelope_from,
-                    job.address,
-                    data,
-                    self.retry_base,
-                    job.commit_point,
-                )
-            except Exception as exc:  # a bug must not lose the row: report, never 'sending'
-                outcome = Outcome("fatal", None, f"internal error: {type(exc).__name__}: {exc}")
-            free.append(transport)
-            results.put_nowait((job, outcome))
+                while (job := await jobs.get()) is not None:
+                    try:
+                        url = self.template.unsubscribe_target(
+                            unsubscribe_url(self.config, self.secret, job.subscriber_id)
+                        )
+                        data = self.template.render(job.address, job.name, job.message_id, url)
+                        outcome = await send_with_reconnects(
+                            transport,
+                            self.envelope_from,
+                            job.address,
+                            data,
+                            self.retry_base,
+                            job.commit_point,
+                        )
+                    except Exception as exc:  # a bug must not lose the row: report it
+                        message = f"internal error: {type(exc).__name__}: {exc}"
+                        outcome = Outcome("fatal", None, message)
+                    results.put_nowait((job, outcome))
+            finally:
+                await transport.close()
 
+        connections = [asyncio.create_task(connection()) for _ in range(self.connections)]
         finished: list[tuple[_Job, Outcome]] = []
         try:
             self._refill()
@@ -686,9 +691,7 @@ class _SendLoop:
                 picked = self._pick(now)
                 for job in picked:
                     job.claimed = loop.create_future()
-                    task = asyncio.create_task(deliver(free.pop(), job))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                    jobs.put_nowait(job)
                 self.in_flight += len(picked)
                 if picked:
                     await asyncio.sleep(0)  # let them put MAIL FROM on the wire first
@@ -710,10 +713,9 @@ class _SendLoop:
                     return
                 finished = await self._wait(results, now)
         finally:
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-            for transport in every:
-                await transport.close()
+            for _ in connections:
+                jobs.put_nowait(None)
+            await asyncio.gather(*connections, return_exceptions=True)
 
     async def _wait(
         self, results: asyncio.Queue[tuple[_Job, Outcome]], now: float
@@ -732,7 +734,8 @@ class _SendLoop:
             await asyncio.sleep(0)  # always let the connections run
         else:
             try:
-                finished.append(await asyncio.wait_for(results.get(), timeout))
+                async with asyncio.timeout(timeout):
+                    finished.append(await results.get())
             except TimeoutError:
                 return []
         while not results.empty():
