@@ -28,6 +28,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/import_throughput.py
+	$(PY) benchmarks/compose_time.py
+	$(PY) benchmarks/send_throughput.py
+	$(PY) benchmarks/send_throughput.py --pipelining --memory-check 100000
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
