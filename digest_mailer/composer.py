@@ -143,7 +143,7 @@ class Renderer:
             elif kind == "link_close":
                 href = href_stack.pop() if href_stack else None
                 if href:
-                    label = _link_text_before(out)
+                    label = out[-1] if out else ""
                     if href.removeprefix("mailto:") == label:
                         continue  # a bare address needs no reference
                     if href not in self.links:
@@ -211,10 +211,6 @@ def _link_text(children: list[Token], start: int) -> str:
             break
         parts.append(child.content)
     return "".join(parts)
-
-
-def _link_text_before(out: list[str]) -> str:
-    return out[-1] if out else ""
 
 
 def wrap(text: str, first: str = "", rest: str = "", width: int = TEXT_WIDTH) -> str:
@@ -311,9 +307,10 @@ def default_subject(source: IssueSource) -> str:
     return " — ".join(parts)
 
 
-def _one_line(text: str) -> str:
-    """Headers and the preheader: no CR/LF, single spaces."""
-    return " ".join(text.split())
+def one_line(value: str) -> str:
+    """Header text (and the preheader) on one line: no CR, LF or other control characters,
+    so nothing can be injected into a header."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
 
 
 def build_context(source: IssueSource, config: Config) -> tuple[dict[str, Any], Renderer]:
@@ -322,8 +319,8 @@ def build_context(source: IssueSource, config: Config) -> tuple[dict[str, Any], 
     nl = config.newsletter
     if not source.title:
         source.title = nl.title
-    subject = _one_line(source.subject or default_subject(source))
-    preheader = _one_line(_plain(source.preheader)) if source.preheader else ""
+    subject = one_line(source.subject or default_subject(source))
+    preheader = one_line(_plain(source.preheader)) if source.preheader else ""
     if not preheader and source.headlines:
         joined = "; ".join(_plain(h) for h in source.headlines)
         preheader = joined if len(joined) <= 140 else joined[:139].rsplit(" ", 1)[0] + "…"

@@ -18,7 +18,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
-from digest_mailer.composer import UNSUBSCRIBE_PLACEHOLDER, ComposedIssue
+from digest_mailer.composer import UNSUBSCRIBE_PLACEHOLDER, ComposedIssue, one_line
 from digest_mailer.config import Config
 
 _TO = "x-dm-to-placeholder@placeholder.invalid"
@@ -26,11 +26,6 @@ _MSGID = "x-dm-msgid-placeholder@placeholder.invalid"
 _LIST_UNSUB = "<https://x-dm-list-unsubscribe-placeholder.invalid>"
 _TEXT = "x-dm-text-body-placeholder"
 _HTML = "x-dm-html-body-placeholder"
-
-
-def one_line(value: str) -> str:
-    """Header text with no CR, LF or other control characters, so nothing can be injected."""
-    return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
 
 
 def domain_of(address: str) -> str:

@@ -141,6 +141,20 @@ def subprocess_send(
     return command, {**os.environ, "DIGEST_MAILER_SECRET": SECRET}
 
 
+def wait_until_received(server: SMTPServer, count: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while len(server.handler.received) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def delivery_states(database_url: str) -> dict[str, str]:
+    store = db.open_store(database_url)
+    with store.Session() as session:
+        states = dict(session.execute(select(Delivery.address, Delivery.state)).all())
+    store.dispose()
+    return states
+
+
 @pytest.mark.slow
 def test_sigkill_mid_send_then_resume(tmp_path: Path, database_url: str, send_env) -> None:  # type: ignore[no-untyped-def]
     server = SMTPServer().start()
@@ -149,9 +163,7 @@ def test_sigkill_mid_send_then_resume(tmp_path: Path, database_url: str, send_en
         everyone = [f"p{i:04d}@corp.test" for i in range(400)]
         command, env = subprocess_send(tmp_path, database_url, server, everyone)
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while len(server.handler.received) < 120 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until_received(server, 120, 60)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         assert proc.returncode == -signal.SIGKILL
@@ -159,10 +171,7 @@ def test_sigkill_mid_send_then_resume(tmp_path: Path, database_url: str, send_en
         assert 120 <= killed_at < 400, killed_at
         resume = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert resume.returncode == 0, resume.stderr
-        store = db.open_store(database_url)
-        with store.Session() as session:
-            states = dict(session.execute(select(Delivery.address, Delivery.state)).all())
-        store.dispose()
+        states = delivery_states(database_url)
         uncertain = [a for a, s in states.items() if s == "uncertain"]
         assert len(uncertain) <= 2  # at most one per connection
         if uncertain:
@@ -234,18 +243,13 @@ def test_ctrl_c_pauses_cleanly_and_resumes(tmp_path: Path, database_url: str, se
         proc = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        deadline = time.monotonic() + 30
-        while len(server.handler.received) < 20 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until_received(server, 20, 30)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
         assert proc.returncode == 5, stderr
         assert "pausing: finishing the messages in hand" in stderr
         assert "send paused: stopped by request; nothing was lost" in stderr
-        store = db.open_store(database_url)
-        with store.Session() as session:
-            states = [s for (s,) in session.execute(select(Delivery.state))]
-        store.dispose()
+        states = list(delivery_states(database_url).values())
         assert "sending" not in states and "uncertain" not in states
         assert states.count("sent") == len(server.handler.received) < 150
         resume = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
