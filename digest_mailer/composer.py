@@ -269,7 +269,8 @@ def template_environment(config: Config) -> jinja2.Environment:
     return env
 
 
-def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+def render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    """Render one template; every template problem is one :class:`TemplateError` line."""
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as exc:
@@ -387,8 +388,8 @@ def inline_css(html: str) -> str:
 def compose(source: IssueSource, config: Config) -> ComposedIssue:
     env = template_environment(config)
     context, html_renderer = build_context(source, config)
-    html = inline_css(_render(env, "issue.html.j2", context))
-    text = _render(env, "issue.txt.j2", context)
+    html = inline_css(render_template(env, "issue.html.j2", context))
+    text = render_template(env, "issue.txt.j2", context)
     # no trailing blanks, except in the signature delimiter "-- " that mail clients know
     lines = [line.rstrip() for line in text.strip("\n").split("\n")]
     text = "\n".join("-- " if line == "--" else line for line in lines) + "\n"

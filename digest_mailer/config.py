@@ -69,6 +69,8 @@ class InboxConfig:
     maildir: str = ""
     imap_host: str = ""
     imap_port: int = 993
+    imap_security: str = "ssl"
+    imap_ca_file: str = ""
     imap_user: str = ""
     imap_password_env: str = ""
     imap_folder: str = "INBOX"
@@ -82,6 +84,7 @@ class SubscribersConfig:
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("smtp", "security"): ("starttls", "ssl", "none"),
+    ("inbox", "imap_security"): ("ssl", "starttls", "none"),
 }
 POSITIVE: set[tuple[str, str]] = {("smtp", "connections"), ("smtp", "max_attempts")}
 NON_NEGATIVE: set[tuple[str, str]] = {

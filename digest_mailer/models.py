@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -197,3 +198,84 @@ class TestSend(Base):
     smtp_message: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+REQUEST_LABELS = ("subscribe", "unsubscribe", "confirm", "bounce", "ignore", "review")
+REQUEST_STATES = ("done", "review", "resolved")
+
+
+class EmailRequest(Base):
+    """One message read from the request mailbox and what was decided about it.
+
+    ``message_key`` (the Message-ID, else a hash of the bytes) makes processing the same
+    mailbox again change nothing. ``excerpt`` keeps what the sender wrote, for review;
+    ``raw`` keeps delivery and complaint reports for bounce handling.
+    """
+
+    __tablename__ = "email_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_key: Mapped[str] = mapped_column(String(255), unique=True)
+    message_id: Mapped[str | None] = mapped_column(Text)
+    from_address: Mapped[str] = mapped_column(String(320), default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    label: Mapped[str] = mapped_column(String(20), index=True)
+    address: Mapped[str | None] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    excerpt: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    resolution: Mapped[str | None] = mapped_column(String(20))
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Confirmation(Base):
+    """A double opt-in in progress: the hash of the token mailed to the address."""
+
+    __tablename__ = "confirmations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("email_requests.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+REPLY_STATES = ("queued", "sending", "sent", "deferred", "failed", "uncertain")
+
+
+class Reply(Base):
+    """The outbox of automatic replies (confirmations, acknowledgements).
+
+    Queued in the same transaction as the decision that needs it, sent after that commit,
+    so a crash neither loses a reply nor sends one for a decision that was rolled back.
+    ``data`` (the whole message) is cleared once the reply has its final state.
+    """
+
+    __tablename__ = "replies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("email_requests.id", ondelete="SET NULL")
+    )
+    address: Mapped[str] = mapped_column(String(320))
+    address_key: Mapped[str] = mapped_column(String(320), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    subject: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(255))
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    smtp_code: Mapped[int | None] = mapped_column(Integer)
+    smtp_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -21,8 +21,10 @@ from digest_mailer.db import insert_many
 from digest_mailer.errors import InputError, NotFoundError
 from digest_mailer.models import (
     Delivery,
+    EmailRequest,
     Event,
     MailingList,
+    Reply,
     Subscriber,
     UTCDateTime,
     list_members,
@@ -205,6 +207,16 @@ def purge_subscriber(session: Session, address: str, *, actor: str = "cli") -> i
         .where(Delivery.subscriber_id == subscriber_id)
         .values(address=f"erased-subscriber-{subscriber_id}", subscriber_id=None)
     )
+    # requests and replies from or about the address lose it and what the person wrote
+    key = subscriber.email_key
+    erased = f"erased-subscriber-{subscriber_id}"
+    for column in (EmailRequest.from_address, EmailRequest.address):
+        session.execute(
+            update(EmailRequest)
+            .where(func.lower(column) == key)
+            .values(from_address=erased, address=None, subject="", excerpt="", raw=None)
+        )
+    session.execute(delete(Reply).where(Reply.address_key == key))
     session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
     session.expunge(subscriber)
     record_event(session, None, "purged", actor, f"subscriber #{subscriber_id} erased on request")

@@ -1,0 +1,156 @@
+"""`digest-mailer requests ...`: the request mailbox (subscribe and unsubscribe by email)."""
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from digest_mailer import requests as email_requests
+from digest_mailer.cli.state import State, err, out, print_json, state
+from digest_mailer.inbox import open_source
+from digest_mailer.models import REQUEST_LABELS
+from digest_mailer.requests import ReplyResult, RequestContext
+from digest_mailer.transport import SMTPSettings, SMTPTransport
+
+app = typer.Typer(
+    help="Requests people email to the digest address: subscribe, unsubscribe, confirm.",
+    no_args_is_help=True,
+)
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _smtp(st: State):  # type: ignore[no-untyped-def]
+    settings = SMTPSettings.from_config(st.config)
+    return lambda: SMTPTransport(settings)
+
+
+def _print_replies(replies: list[ReplyResult]) -> None:
+    for r in replies:
+        style = "green" if r.outcome.kind == "sent" else "yellow"
+        err.print(
+            f"reply {r.kind} to {r.address}: {r.outcome.kind} {r.outcome.code or ''} "
+            f"{r.outcome.message}".rstrip(),
+            style=style,
+            markup=False,
+        )
+
+
+@app.command("process")
+def process(
+    ctx: typer.Context,
+    mbox: Annotated[Path | None, typer.Option("--mbox", help="Read this mbox file.")] = None,
+    maildir: Annotated[Path | None, typer.Option("--maildir", help="Read this Maildir.")] = None,
+    imap: Annotated[bool, typer.Option("--imap", help="Read the IMAP folder in [inbox].")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Decide and print; change and send nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Read the request mailbox, act on each message, send confirmations and replies.
+
+    Without --mbox, --maildir or --imap, the [inbox] config decides. Processing the same
+    messages again changes nothing.
+
+    Example: digest-mailer requests process --mbox requests.mbox --dry-run --json
+    """
+    st = state(ctx)
+    config = st.config
+    source = open_source(config, mbox=mbox, maildir=maildir, imap=imap, read_only=dry_run)
+    results, replies = email_requests.process_source(
+        st.store(), config, source, dry_run=dry_run, make_transport=None if dry_run else _smtp(st)
+    )
+    if as_json:
+        print_json([r.as_dict() for r in results])
+    else:
+        table = Table("label", "from", "address", "action", "reason", box=None)
+        for r in results:
+            table.add_row(r.label, r.sender, r.address or "", r.action, r.reason)
+        out.print(table)
+        counts = Counter(r.label for r in results)
+        summary = ", ".join(f"{counts[k]} {k}" for k in REQUEST_LABELS if counts[k]) or "none"
+        out.print(
+            f"{len(results)} message(s) from {source.name}: {summary}"
+            + (" (dry run: nothing changed, nothing sent)" if dry_run else ""),
+            markup=False,
+        )
+    _print_replies(replies)
+
+
+@app.command("review")
+def review(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show the requests waiting for staff, oldest first.
+
+    Example: digest-mailer requests review
+    """
+    with state(ctx).transaction() as session:
+        held = [email_requests.request_dict(r) for r in email_requests.review_queue(session)]
+    if as_json:
+        print_json(held)
+        return
+    if not held:
+        out.print("no requests waiting for review", markup=False)
+        return
+    for r in held:
+        out.print(
+            f"#{r['id']}  {r['from'] or '(no sender)'}  {r['subject']!r}\n"
+            f"    why: {r['reason']}\n"
+            + "".join(f"    | {line}\n" for line in (r["excerpt"] or "(nothing)").splitlines()[:8]),
+            markup=False,
+        )
+    out.print(
+        f"{len(held)} waiting; settle each with "
+        "`digest-mailer requests resolve ID subscribe|unsubscribe|ignore [--address A]`",
+        markup=False,
+    )
+
+
+@app.command("resolve")
+def resolve(
+    ctx: typer.Context,
+    request_id: Annotated[int, typer.Argument(help="The request's id (see `requests review`).")],
+    decision: Annotated[str, typer.Argument(help="subscribe, unsubscribe or ignore.")],
+    address: Annotated[
+        str | None, typer.Option("--address", help="Act on this address, not the sender's.")
+    ] = None,
+) -> None:
+    """Settle a request held for review. Subscribe sends a confirmation (double opt-in);
+    unsubscribe takes effect at once and is acknowledged.
+
+    Example: digest-mailer requests resolve 12 subscribe --address ana.new@corp.test
+    """
+    st = state(ctx)
+    with st.transaction() as session:
+        result = email_requests.resolve_request(
+            session, RequestContext(st.config), request_id, decision, address
+        )
+    out.print(f"request #{request_id}: {result.action}", markup=False)
+    _print_replies(email_requests.send_replies(st.store(), st.config, _smtp(st)()))
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    label: Annotated[str | None, typer.Option("--label", help="Only this label.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """The record of processed requests, newest first.
+
+    Example: digest-mailer requests list --label unsubscribe --json
+    """
+    if label is not None and label not in REQUEST_LABELS:
+        raise typer.BadParameter(f"one of {', '.join(REQUEST_LABELS)}", param_hint="--label")
+    with state(ctx).transaction() as session:
+        rows = [
+            email_requests.request_dict(r)
+            for r in email_requests.list_requests(session, label=label, limit=limit)
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "label", "state", "from", "action", box=None)
+    for r in rows:
+        table.add_row(str(r["id"]), r["label"], r["state"], r["from"], r["action"])
+    out.print(table)

@@ -1,0 +1,187 @@
+"""Reading the request mailbox: an mbox file, a Maildir, or an IMAP folder.
+
+Each source yields ``(uid, raw bytes)`` and is told which messages were processed once
+their decisions are committed. mbox and Maildir are only read (processing them again is a
+no-op, by message key). On IMAP, processed messages get ``\\Seen`` and the keyword
+``$DigestProcessed`` (so a message a person already read in their mail client is still
+processed), and move to ``imap_processed_folder`` when one is set.
+"""
+
+import imaplib
+import mailbox
+import re
+import ssl
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from digest_mailer.config import Config
+from digest_mailer.errors import ConfigError, InputError
+from digest_mailer.requests import MessageSource
+from digest_mailer.transport import TransportError
+
+KEYWORD = "$DigestProcessed"
+
+
+class MboxSource(MessageSource):
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise InputError(f"mbox file {path} not found")
+        self.name = f"mbox {path}"
+        self._box = mailbox.mbox(str(path), create=False)
+
+    def messages(self) -> Iterator[tuple[str, bytes]]:
+        try:
+            keys = list(self._box.iterkeys())
+        except (OSError, mailbox.Error) as exc:
+            raise InputError(f"{self.name} cannot be read: {exc}") from None
+        for key in keys:
+            yield str(key), self._box.get_bytes(key)
+
+    def mark_processed(self, uids: Sequence[str]) -> None:
+        pass
+
+    def close(self) -> None:
+        self._box.close()
+
+
+class MaildirSource(MessageSource):
+    def __init__(self, path: Path) -> None:
+        if not (path / "cur").is_dir() or not (path / "new").is_dir():
+            raise InputError(f"{path} is not a Maildir (it needs cur/ and new/ folders)")
+        self.name = f"Maildir {path}"
+        self._box = mailbox.Maildir(str(path), factory=None, create=False)
+
+    def messages(self) -> Iterator[tuple[str, bytes]]:
+        for key in sorted(self._box.iterkeys()):
+            try:
+                yield key, self._box.get_bytes(key)
+            except KeyError:  # removed by another program meanwhile
+                continue
+
+    def mark_processed(self, uids: Sequence[str]) -> None:
+        pass
+
+    def close(self) -> None:
+        self._box.close()
+
+
+def _imap_error(exc: BaseException) -> str:
+    text = exc.args[0] if exc.args else exc
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return str(text)
+
+
+class IMAPSource(MessageSource):
+    """One IMAP folder over TLS (certificates verified; ``imap_ca_file`` adds a private
+    CA), password from the environment variable named by ``imap_password_env``."""
+
+    def __init__(self, config: Config, *, read_only: bool = False) -> None:
+        box = config.inbox
+        host = config.require("inbox", "imap_host")
+        user = config.require("inbox", "imap_user")
+        password = config.secret("inbox", "imap_password_env")
+        self.name = f"IMAP {user}@{host}:{box.imap_port}/{box.imap_folder}"
+        self.read_only = read_only
+        self.processed_folder = box.imap_processed_folder
+        context = ssl.create_default_context()
+        if box.imap_ca_file:
+            ca = config.path(box.imap_ca_file)
+            if not ca.is_file():
+                raise ConfigError(f"{config.source}: [inbox] imap_ca_file: no file {ca}")
+            context.load_verify_locations(cafile=str(ca))
+        try:
+            if box.imap_security == "ssl":
+                conn = imaplib.IMAP4_SSL(host, box.imap_port, ssl_context=context, timeout=30)
+            else:
+                conn = imaplib.IMAP4(host, box.imap_port, timeout=30)
+                if box.imap_security == "starttls":
+                    conn.starttls(ssl_context=context)
+        except ssl.SSLCertVerificationError as exc:
+            raise TransportError(
+                f"the TLS certificate of {host}:{box.imap_port} could not be verified: "
+                f"{exc.verify_message} (set [inbox] imap_ca_file for a private CA)"
+            ) from None
+        except (OSError, imaplib.IMAP4.error) as exc:
+            raise TransportError(f"cannot connect to {self.name}: {exc}") from None
+        self._conn = conn
+        try:
+            conn.login(user, password)
+            kind, data = conn.select(_quote(box.imap_folder), readonly=read_only)
+            if kind != "OK":
+                raise TransportError(f"{self.name}: cannot open the folder: {_imap_error(data)}")
+            flags = conn.untagged_responses.get("PERMANENTFLAGS", [b""])[0] or b""
+            self._keywords = b"\\*" in flags
+            if self.processed_folder and not read_only:
+                conn.create(_quote(self.processed_folder))  # an error means it exists
+        except imaplib.IMAP4.error as exc:
+            self.close()
+            raise TransportError(f"{self.name}: {_imap_error(exc)}") from None
+
+    def messages(self) -> Iterator[tuple[str, bytes]]:
+        query = ("UNKEYWORD", KEYWORD) if self._keywords else ("UNSEEN",)
+        kind, data = self._conn.uid("SEARCH", None, *query)
+        if kind != "OK":
+            raise TransportError(f"{self.name}: search failed: {_imap_error(data)}")
+        for uid in (data[0] or b"").split():
+            kind, parts = self._conn.uid("FETCH", uid, "(BODY.PEEK[])")
+            raw = next((p[1] for p in parts if isinstance(p, tuple)), None)
+            if kind == "OK" and raw is not None:
+                yield uid.decode(), raw
+
+    def mark_processed(self, uids: Sequence[str]) -> None:
+        if not uids or self.read_only:
+            return
+        ids = ",".join(uids)
+        flags = f"(\\Seen {KEYWORD})" if self._keywords else "(\\Seen)"
+        self._conn.uid("STORE", ids, "+FLAGS.SILENT", flags)
+        if self.processed_folder:
+            folder = _quote(self.processed_folder)
+            if "MOVE" in self._conn.capabilities:
+                self._conn.uid("MOVE", ids, folder)
+            else:
+                self._conn.uid("COPY", ids, folder)
+                self._conn.uid("STORE", ids, "+FLAGS.SILENT", "(\\Deleted)")
+                self._conn.expunge()
+
+    def close(self) -> None:
+        try:
+            if self._conn.state == "SELECTED":
+                self._conn.close()
+            self._conn.logout()
+        except (OSError, imaplib.IMAP4.error):
+            pass
+
+
+def _quote(folder: str) -> str:
+    return folder if re.fullmatch(r"[A-Za-z0-9._/-]+", folder) else '"' + folder.replace(
+        "\\", "\\\\").replace('"', '\\"') + '"'  # fmt: skip
+
+
+def open_source(
+    config: Config,
+    *,
+    mbox: Path | None = None,
+    maildir: Path | None = None,
+    imap: bool = False,
+    read_only: bool = False,
+) -> MessageSource:
+    """The source named on the command line, else the one ``[inbox]`` configures."""
+    chosen = sum(bool(x) for x in (mbox, maildir, imap))
+    if chosen > 1:
+        raise InputError("give one of --mbox, --maildir or --imap")
+    if mbox:
+        return MboxSource(mbox)
+    if maildir:
+        return MaildirSource(maildir)
+    box = config.inbox
+    if imap or (not chosen and box.imap_host):
+        return IMAPSource(config, read_only=read_only)
+    if box.mbox:
+        return MboxSource(config.path(box.mbox))
+    if box.maildir:
+        return MaildirSource(config.path(box.maildir))
+    raise ConfigError(
+        f"{config.source}: no request mailbox: give --mbox FILE, --maildir DIR or --imap, "
+        "or set [inbox] mbox, maildir or imap_host"
+    )
