@@ -31,7 +31,7 @@ def main() -> None:
         t1 = time.perf_counter()
         env = composer.template_environment(config)
         context, _ = composer.build_context(source, config)
-        page = composer._render(env, "issue.html.j2", context)
+        page = composer.render_template(env, "issue.html.j2", context)
         t2 = time.perf_counter()
         composer.inline_css(page)
         t3 = time.perf_counter()

@@ -17,9 +17,11 @@ import email.utils
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.header import decode_header, make_header
+from email.message import Message
 
 import lxml.html
 
@@ -201,7 +203,10 @@ class Unreadable(Exception):
 
 @dataclass
 class Incoming:
-    """A parsed message with what the decision needs."""
+    """A parsed message with what the decision needs.
+
+    Parsed with the ``compat32`` policy and headers decoded here on demand: the modern
+    policy models every header it touches and costs several times more per message."""
 
     key: str
     message_id: str | None
@@ -209,7 +214,7 @@ class Incoming:
     sender_name: str
     subject: str
     date: datetime | None
-    message: EmailMessage
+    message: Message
     raw: bytes
     references: str = ""
 
@@ -220,12 +225,31 @@ def message_key(message_id: str | None, raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def _header(msg: EmailMessage, name: str) -> str:
+def decode_words(value: str) -> str:
+    """RFC 2047 encoded words decoded; raw 8-bit header bytes read as UTF-8."""
+    if any("\udc80" <= ch <= "\udcff" for ch in value):
+        value = value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    if "=?" not in value:
+        return value
     try:
-        value = msg.get(name)
-    except Exception:  # a header the parser cannot model: take its raw text
-        value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
-    return re.sub(r"\s+", " ", str(value)).strip() if value is not None else ""
+        return str(make_header(decode_header(value)))
+    except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
+        return value
+
+
+def _header(msg: Message, name: str) -> str:
+    """The first ``name`` header, unfolded and decoded, or ''."""
+    value = msg.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):  # a Header object for raw 8-bit bytes
+        value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), "")
+    return re.sub(r"\s+", " ", decode_words(value)).strip()
+
+
+def _raw_header(msg: Message, name: str) -> str:
+    value = msg.get(name)
+    return re.sub(r"\s+", " ", value if isinstance(value, str) else "").strip()
 
 
 def parse(raw: bytes) -> Incoming:
@@ -233,18 +257,18 @@ def parse(raw: bytes) -> Incoming:
     if not raw.strip():
         raise Unreadable("empty message")
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     except Exception as exc:  # pragma: no cover - the parser is very lenient
         raise Unreadable(f"cannot parse: {exc}") from None
-    if not isinstance(msg, EmailMessage) or not any(True for _ in msg.raw_items()):
+    if not any(True for _ in msg.raw_items()):
         raise Unreadable("no headers")
-    message_id = _header(msg, "Message-ID") or None
+    message_id = _raw_header(msg, "Message-ID") or None
     if message_id and not re.fullmatch(r"<?[^<>\s]+>?", message_id):
         message_id = None
-    name, address = email.utils.parseaddr(_header(msg, "From"))
+    name, address = email.utils.parseaddr(_raw_header(msg, "From"))
     date = None
     try:
-        date = email.utils.parsedate_to_datetime(_header(msg, "Date"))
+        date = email.utils.parsedate_to_datetime(_raw_header(msg, "Date"))
         date = date.astimezone(UTC) if date.tzinfo else date.replace(tzinfo=UTC)
     except (TypeError, ValueError, IndexError):
         date = None
@@ -252,25 +276,19 @@ def parse(raw: bytes) -> Incoming:
         key=message_key(message_id, raw),
         message_id=message_id,
         sender=address.strip(),
-        sender_name=name.strip(),
+        sender_name=decode_words(name).strip(),
         subject=_header(msg, "Subject"),
         date=date,
         message=msg,
         raw=raw,
-        references=_header(msg, "References"),
+        references=_raw_header(msg, "References"),
     )
 
 
-def _decode(part: EmailMessage) -> str:
-    try:
-        content = part.get_content()
-        if isinstance(content, str):
-            return content
-    except (LookupError, UnicodeError, AssertionError, KeyError):
-        pass
+def _decode(part: Message) -> str:
     payload = part.get_payload(decode=True) or b""
-    if not isinstance(payload, bytes):  # pragma: no cover
-        return str(payload)
+    if not isinstance(payload, bytes):  # pragma: no cover - multipart has no payload bytes
+        return ""
     charset = part.get_content_charset() or "utf-8"
     try:
         return payload.decode(charset, "replace")
@@ -319,16 +337,28 @@ _BROKEN = (
 )
 
 
-def body_text(msg: EmailMessage) -> str:
+def _text_parts(part: Message) -> Iterator[Message]:
+    """Text parts in order, not descending into attachments or attached messages."""
+    if part.is_multipart():
+        if part.get_content_maintype() == "multipart":
+            for sub in part.get_payload():
+                yield from _text_parts(sub)
+        return
+    if (part.get("Content-Disposition") or "").lower().startswith("attachment"):
+        return
+    if part.get_content_type() in ("text/plain", "text/html"):
+        yield part
+
+
+def body_text(msg: Message) -> str:
     """The message's text: text/plain preferred, an HTML-only body converted.
     :class:`Undecodable` when its encoding is broken."""
-    try:
-        part = msg.get_body(preferencelist=("plain", "html"))
-    except Exception:  # pragma: no cover - a broken MIME tree
-        part = None
+    parts = list(_text_parts(msg))
+    part = next((p for p in parts if p.get_content_subtype() == "plain"), None)
+    part = part or (parts[0] if parts else None)
     if part is None:
         return ""
-    text = _decode(part)  # type: ignore[arg-type]
+    text = _decode(part)
     broken = [type(d).__name__ for d in part.defects if isinstance(d, _BROKEN)]
     if broken:
         raise Undecodable(f"the body cannot be decoded ({', '.join(broken)})")
@@ -337,7 +367,7 @@ def body_text(msg: EmailMessage) -> str:
     return text
 
 
-def _readable(msg: EmailMessage) -> str:
+def _readable(msg: Message) -> str:
     try:
         return body_text(msg)
     except Undecodable:
@@ -375,14 +405,14 @@ class OurAddresses:
         return False
 
 
-def report_type(msg: EmailMessage) -> str | None:
+def report_type(msg: Message) -> str | None:
     """``delivery-status`` or ``feedback-report`` for a multipart/report anywhere on top."""
     if msg.get_content_type() == "multipart/report":
         return (msg.get_param("report-type") or "").lower() or "unknown"  # type: ignore[union-attr]
     return None
 
 
-def automatic(msg: EmailMessage, subject: str) -> str | None:
+def automatic(msg: Message, subject: str) -> str | None:
     """Why this message was sent by a program, or None (RFC 3834 and common practice)."""
     auto = _header(msg, "Auto-Submitted").lower()
     if auto and auto.split(";")[0].strip() != "no":
@@ -402,7 +432,7 @@ def automatic(msg: EmailMessage, subject: str) -> str | None:
     return None
 
 
-def spam(msg: EmailMessage) -> str | None:
+def spam(msg: Message) -> str | None:
     if _header(msg, "X-Spam-Flag").lower().startswith("yes"):
         return "flagged as spam (X-Spam-Flag)"
     if _header(msg, "X-Spam-Status").lower().startswith("yes"):

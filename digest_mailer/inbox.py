@@ -107,7 +107,9 @@ class IMAPSource(MessageSource):
         self._conn = conn
         try:
             conn.login(user, password)
-            kind, data = conn.select(_quote(box.imap_folder), readonly=read_only)
+            # selected read-write even for a dry run (which never stores a flag and reads
+            # with BODY.PEEK): only then does the server say whether it keeps keywords
+            kind, data = conn.select(_quote(box.imap_folder))
             if kind != "OK":
                 raise TransportError(f"{self.name}: cannot open the folder: {_imap_error(data)}")
             flags = conn.untagged_responses.get("PERMANENTFLAGS", [b""])[0] or b""

@@ -22,7 +22,7 @@ auto-replied`` and ``In-Reply-To``; no address gets more than one per hour.
 import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -79,7 +79,6 @@ class RequestResult:
     address: str | None
     action: str
     reason: str
-    request_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +102,7 @@ class RequestContext:
             nl.from_address, nl.request_address, nl.reply_to, nl.bounce_address
         )
         self._env: Any = None
+        self.recorded: dict[str, EmailRequest] = {}  # by message key, this run
 
     @property
     def env(self) -> Any:
@@ -138,7 +138,13 @@ def handle_message(session: Session, ctx: RequestContext, raw: bytes) -> Request
             verdict = decide(incoming, ctx.ours)
         except Exception as exc:  # a message the parser accepted but cannot take apart
             verdict = Verdict("review", f"could not be read: {type(exc).__name__}: {exc}")
-    existing = session.scalars(select(EmailRequest).where(EmailRequest.message_key == key)).first()
+    existing = ctx.recorded.get(key)
+    if existing is None:
+        with session.no_autoflush:  # new records are inserted in batches, not one by one
+            found = session.execute(
+                select(EmailRequest.id).where(EmailRequest.message_key == key)
+            ).first()
+        existing = session.get(EmailRequest, found[0]) if found else None
     if existing is not None:
         return RequestResult(
             message_id,
@@ -147,7 +153,6 @@ def handle_message(session: Session, ctx: RequestContext, raw: bytes) -> Request
             existing.address,
             "none: already processed",
             existing.reason,
-            existing.id,
         )
     request = EmailRequest(
         message_key=key,
@@ -165,18 +170,27 @@ def handle_message(session: Session, ctx: RequestContext, raw: bytes) -> Request
         created_at=ctx.now,
     )
     session.add(request)
-    session.flush()
-    try:
-        with session.begin_nested():
-            address, action = _act(session, ctx, request, verdict, incoming)
-    except DigestMailerError as exc:  # e.g. an address that is not valid
-        request.label, request.state, request.reason = "review", "review", str(exc)
-        address, action = None, "held for review"
+    ctx.recorded[key] = request
+    if verdict.label in ("subscribe", "unsubscribe") and verdict.target:
+        try:
+            verdict = replace(verdict, target=ctx.normalized(verdict.target))
+        except DigestMailerError as exc:  # an address that is not valid: staff decide
+            request.label, request.state, request.reason = "review", "review", str(exc)
+            verdict = Verdict("review", str(exc))
+    if verdict.label in ("subscribe", "unsubscribe", "confirm") and incoming is not None:
+        session.flush()
+        address, action = _act(session, ctx, request, verdict, incoming)
+    else:  # nothing to act on: no savepoint, and the insert waits for the next flush
+        address, action = None, PASSIVE_ACTIONS[verdict.label]
     request.address, request.action = address, action
-    session.flush()
-    return RequestResult(
-        message_id, sender, request.label, address, action, request.reason, request.id
-    )
+    return RequestResult(message_id, sender, request.label, address, action, request.reason)
+
+
+PASSIVE_ACTIONS = {
+    "review": "held for review",
+    "ignore": "none",
+    "bounce": "recorded for bounce handling",
+}
 
 
 def _act(
@@ -184,19 +198,13 @@ def _act(
     ctx: RequestContext,
     request: EmailRequest,
     verdict: Verdict,
-    incoming: Incoming | None,
+    incoming: Incoming,
 ) -> tuple[str | None, str]:
-    if incoming is None or verdict.label == "review":
-        return None, "held for review"
-    if verdict.label == "ignore":
-        return None, "none"
-    if verdict.label == "bounce":
-        return None, "recorded for bounce handling"
     if verdict.label == "confirm":
         assert verdict.target is not None
         return verdict.target, confirm_token(session, ctx, verdict.target, request, incoming)
-    assert verdict.target is not None
-    address = ctx.normalized(verdict.target)
+    address = verdict.target
+    assert address is not None
     if verdict.label == "subscribe":
         name = incoming.sender_name if address_key(address) == address_key(incoming.sender) else ""
         return address, start_subscription(session, ctx, address, name, request, incoming)
@@ -620,7 +628,6 @@ def resolve_request(
         request.address,
         request.action,
         request.reason,
-        request.id,
     )
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults, in a fresh temporary folder: a SQLite store, subscribers
 # imported from a spreadsheet export, a seed list, the sample issue composed and linted, a
-# local capture SMTP server, a test send, the real send, and the send log.
+# local capture SMTP server, a test send, the real send, the send log, and requests
+# emailed to the digest address (double opt-in, unsubscribe, review).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d -t digest-demo.XXXXXX)"
@@ -74,6 +75,33 @@ digest-mailer send vol-2.4.txt --yes
 step "status and the send log"
 digest-mailer status
 digest-mailer log 2.4
+
+step "requests people emailed to the digest address (a Maildir; IMAP works the same way)"
+python3 - "$here/examples/requests" "$work/requests" <<'PY'
+import mailbox, pathlib, sys
+box = mailbox.Maildir(sys.argv[2])
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.eml")):
+    box.add(path.read_bytes())
+PY
+digest-mailer requests process --maildir requests --dry-run
+digest-mailer requests process --maildir requests
+step "processing the same mailbox again changes nothing"
+digest-mailer requests process --maildir requests | tail -n 1
+step "Elif replies to her confirmation (the token is in its subject): she is subscribed"
+python3 - "$work/captured" "$work/requests" <<'PY'
+import mailbox, sys
+from email import message_from_bytes, policy
+captured = [message_from_bytes(m.as_bytes(), policy=policy.default) for m in mailbox.Maildir(sys.argv[1])]
+confirm = next(m for m in captured if str(m["Subject"]).startswith("Confirm your subscription"))
+print(f"  captured: To: {confirm['To']} / Subject: {confirm['Subject']}")
+reply = (f"From: elif.demir@newsroom.test\r\nTo: digest@policy-lab.test\r\nSubject: Re: {confirm['Subject']}\r\n"
+         f"Message-ID: <demo-5@newsroom.test>\r\nIn-Reply-To: {confirm['Message-ID']}\r\n\r\nYes, please.\r\n")
+mailbox.Maildir(sys.argv[2]).add(reply.encode())
+PY
+digest-mailer requests process --maildir requests
+digest-mailer subscribers show elif.demir@newsroom.test
+step "what waits for staff"
+digest-mailer requests review
 
 kill $capture; wait $capture 2>/dev/null || true
 trap - EXIT

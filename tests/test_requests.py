@@ -351,6 +351,15 @@ def test_a_broken_message_never_stops_the_run(store: Store, config, tmp_path: Pa
     assert [r.label for r in results] == ["review", "unsubscribe", "subscribe"]
 
 
+def test_an_invalid_address_is_held_for_review(store: Store, config) -> None:
+    raw = b"From: joe@bad_domain.test\r\nSubject: subscribe\r\nMessage-ID: <j@x.test>\r\n\r\n"
+    with store.Session.begin() as session:
+        result = rq.handle_message(session, rq.RequestContext(config), raw)
+        assert result.label == "review" and "not a valid email address" in result.reason
+        assert [r.from_address for r in rq.review_queue(session)] == ["joe@bad_domain.test"]
+    assert status_of(store, "joe@bad_domain.test") is None
+
+
 def test_purge_erases_requests_and_replies(store: Store, config) -> None:
     ctx = rq.RequestContext(config)
     raw = (CORPUS / "s01-subject-only.eml").read_bytes()

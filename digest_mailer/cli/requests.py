@@ -64,12 +64,16 @@ def process(
     if as_json:
         print_json([r.as_dict() for r in results])
     else:
-        table = Table("label", "from", "address", "action", "reason", box=None)
         for r in results:
-            table.add_row(r.label, r.sender, r.address or "", r.action, r.reason)
-        out.print(table)
+            out.print(
+                f"{r.label:<11} {r.sender or '(no sender)'}: {r.action} ({r.reason})",
+                markup=False,
+            )
         counts = Counter(r.label for r in results)
         summary = ", ".join(f"{counts[k]} {k}" for k in REQUEST_LABELS if counts[k]) or "none"
+        repeated = sum(r.action == "none: already processed" for r in results)
+        if repeated:
+            summary += f"; {repeated} already processed before"
         out.print(
             f"{len(results)} message(s) from {source.name}: {summary}"
             + (" (dry run: nothing changed, nothing sent)" if dry_run else ""),
