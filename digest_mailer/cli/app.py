@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from typer.core import TyperGroup
 
 from digest_mailer import __version__
-from digest_mailer.cli import compose, lists, requests, send, store, subscribers
+from digest_mailer.cli import compose, lists, requests, send, serve, store, subscribers
 from digest_mailer.cli.state import err, state
 from digest_mailer.errors import DigestMailerError
 
@@ -60,6 +60,7 @@ app.add_typer(requests.app, name="requests")
 store.register(app)
 compose.register(app)
 send.register(app)
+serve.register(app)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,33 @@
+"""`digest-mailer serve`: the one-click unsubscribe and confirmation pages."""
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from digest_mailer.cli.state import err, state
+from digest_mailer.tokens import signing_secret
+from digest_mailer.web import create_app
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve /u/TOKEN (unsubscribe, RFC 8058 one-click), /c/TOKEN (confirm) and /healthz.
+
+    Put it behind the https address in [newsletter] public_url (a reverse proxy that
+    terminates TLS). It shares the store with the other commands.
+
+    Example: digest-mailer serve --host 127.0.0.1 --port 8000
+    """
+    st = state(ctx)
+    secret = signing_secret(st.config)
+    application = create_app(st.store(), st.config, secret)
+    err.print(f"serving on http://{host}:{port} (Ctrl-C stops)", markup=False)
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
