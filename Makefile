@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/import_throughput.py
 	$(PY) benchmarks/compose_time.py
 	$(PY) benchmarks/request_classify.py
+	$(PY) benchmarks/web_load.py
 	$(PY) benchmarks/send_throughput.py
 	$(PY) benchmarks/send_throughput.py --pipelining --memory-check 100000
 

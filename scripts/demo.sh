@@ -2,7 +2,8 @@
 # The main job on embedded defaults, in a fresh temporary folder: a SQLite store, subscribers
 # imported from a spreadsheet export, a seed list, the sample issue composed and linted, a
 # local capture SMTP server, a test send, the real send, the send log, and requests
-# emailed to the digest address (double opt-in, unsubscribe, review).
+# emailed to the digest address (double opt-in, unsubscribe, review), and the one-click
+# unsubscribe page.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d -t digest-demo.XXXXXX)"
@@ -102,6 +103,35 @@ digest-mailer requests process --maildir requests
 digest-mailer subscribers show elif.demir@newsroom.test
 step "what waits for staff"
 digest-mailer requests review
+
+step "serve the unsubscribe pages; a mail provider's RFC 8058 one-click POST unsubscribes"
+webport="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+digest-mailer serve --port "$webport" 2> serve.log &
+web=$!
+trap 'kill $capture $web 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+python3 - "$work/captured" "$webport" <<'PY'
+import mailbox, re, socket, sys, time, urllib.request
+from email import message_from_bytes, policy
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=1).close()
+        break
+    except OSError:
+        time.sleep(0.1)
+for m in mailbox.Maildir(sys.argv[1]):
+    msg = message_from_bytes(m.as_bytes(), policy=policy.default)
+    if msg["To"].addresses[0].addr_spec == "ana.lima@policy-lab.test" and not str(msg["Subject"]).startswith("[TEST]"):
+        break
+link = re.search(r"<(https?://[^>]+)>", str(msg["List-Unsubscribe"])).group(1)
+local = link.replace("https://digest.policy-lab.test", f"http://127.0.0.1:{sys.argv[2]}")
+print(f"  List-Unsubscribe: {link}")
+page = urllib.request.urlopen(local).read().decode()
+print("  GET shows:", "a***@policy-lab.test" in page and "the masked address and an Unsubscribe button")
+reply = urllib.request.urlopen(urllib.request.Request(local, data=b"List-Unsubscribe=One-Click", method="POST"))
+print(f"  one-click POST: {reply.status} {reply.read().decode().strip()}")
+PY
+digest-mailer subscribers list --status unsubscribed
+kill $web; wait $web 2>/dev/null || true
 
 kill $capture; wait $capture 2>/dev/null || true
 trap - EXIT

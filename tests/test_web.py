@@ -4,6 +4,7 @@ Starlette's test client, then a real browser clicking a link from a delivered me
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -221,7 +222,7 @@ def test_browser_unsubscribes_from_a_delivered_message(
     finally:
         server.stop()
     message = message_from_bytes(delivered.data, policy=policy.default)
-    link = str(message["List-Unsubscribe"]).split(">")[0].lstrip("<")
+    link = re.search(r"<(https?://[^>]+)>", str(message["List-Unsubscribe"])).group(1)
     assert link.startswith(f"http://127.0.0.1:{port}/u/")
     env = {**os.environ, "DIGEST_MAILER_SECRET": SECRET}
     web = subprocess.Popen(
