@@ -9,7 +9,7 @@ A small Starlette application on the same store as the rest of the tool:
   unsubscribes and answers 200 with no redirect, whatever its Origin or cookies.
 - ``GET /c/{token}`` shows a confirm button; ``POST /c/{token}`` activates a pending
   subscription (double opt-in); an expired confirmation says how to subscribe again.
-- ``GET /healthz``: 200 when the database answers.
+- ``GET /healthz``: 200 when the database answers and holds an initialised store.
 
 A forged, altered, expired or unknown unsubscribe token, like an unknown confirmation,
 gets the same plain 404 page. The token in the URL is the only authority: no cookies, no
@@ -184,7 +184,7 @@ class WebApp:
     def healthz(self, request: Request) -> Response:
         try:
             with self.store.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+                conn.execute(text("SELECT version_num FROM alembic_version"))
         except SQLAlchemyError:
             return PlainTextResponse("database unreachable\n", 503, headers=HEADERS)
         return PlainTextResponse("ok\n", headers=HEADERS)

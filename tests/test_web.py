@@ -262,3 +262,14 @@ def test_browser_unsubscribes_from_a_delivered_message(
     finally:
         web.send_signal(signal.SIGINT)
         web.wait(timeout=10)
+
+
+def test_healthz_says_503_without_a_usable_store(tmp_path: Path, config) -> None:  # type: ignore[no-untyped-def]
+    from digest_mailer import db
+
+    gone = db.open_store(f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}", check=False)
+    try:
+        reply = TestClient(create_app(gone, config, SECRET.encode())).get("/healthz")
+        assert reply.status_code == 503 and reply.text == "database unreachable\n"
+    finally:
+        gone.dispose()
