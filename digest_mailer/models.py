@@ -209,7 +209,8 @@ class EmailRequest(Base):
 
     ``message_key`` (the Message-ID, else a hash of the bytes) makes processing the same
     mailbox again change nothing. ``excerpt`` keeps what the sender wrote, for review;
-    ``raw`` keeps delivery and complaint reports for bounce handling.
+    ``raw`` keeps delivery and complaint reports (for bounce handling) and messages held
+    for review (so a reply to them can refer to the original).
     """
 
     __tablename__ = "email_requests"

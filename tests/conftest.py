@@ -5,6 +5,7 @@ Every test that takes ``database_url`` runs on SQLite (a file in tmp_path) and, 
 schema of its own that is dropped afterwards.
 """
 
+import mailbox
 import os
 import uuid
 from pathlib import Path
@@ -87,6 +88,18 @@ def cli(config_file: Path) -> Cli:
 
 
 DATA = Path(__file__).parent / "data"
+REQUESTS = DATA / "requests"
+
+
+def write_mbox(path: Path, names: list[str]) -> Path:
+    """An mbox holding the named messages of the request corpus."""
+    box = mailbox.mbox(str(path))
+    for name in names:
+        box.add((REQUESTS / name).read_bytes())
+    box.close()
+    return path
+
+
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 NEWSLETTER = """

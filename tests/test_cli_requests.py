@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import DATA, NEWSLETTER, Cli, smtp_section, write_config
+from conftest import DATA, NEWSLETTER, Cli, smtp_section, write_config, write_mbox
 from smtp_server import SMTPServer
 
 CORPUS = DATA / "requests"
@@ -19,14 +19,6 @@ FEW = [
     "r02-question.eml",
     "b01-postfix.eml",
 ]
-
-
-def write_mbox(path: Path, names: list[str]) -> Path:
-    box = mailbox.mbox(str(path))
-    for name in names:
-        box.add((CORPUS / name).read_bytes())
-    box.close()
-    return path
 
 
 @pytest.fixture

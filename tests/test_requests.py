@@ -8,7 +8,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from conftest import DATA, NEWSLETTER, write_config
+from conftest import DATA, NEWSLETTER, write_config, write_mbox
 from smtp_server import SMTPServer
 from sqlalchemy import func, select
 
@@ -60,14 +60,6 @@ def seed(store: Store) -> None:
                     expires_at=now + timedelta(days=7),
                 )
             )
-
-
-def write_mbox(path: Path, names: list[str]) -> Path:
-    box = mailbox.mbox(str(path))
-    for name in names:
-        box.add((CORPUS / name).read_bytes())
-    box.close()
-    return path
 
 
 def snapshot(store: Store) -> tuple[list[tuple[str, str]], int, int, int]:
