@@ -176,11 +176,12 @@ def handle_message(session: Session, ctx: RequestContext, raw: bytes) -> Request
             verdict = replace(verdict, target=ctx.normalized(verdict.target))
         except DigestMailerError as exc:  # an address that is not valid: staff decide
             request.label, request.state, request.reason = "review", "review", str(exc)
+            request.raw = raw[:KEEP_RAW_BYTES]  # kept, as for every message held for review
             verdict = Verdict("review", str(exc))
     if verdict.label in ("subscribe", "unsubscribe", "confirm") and incoming is not None:
         session.flush()
         address, action = _act(session, ctx, request, verdict, incoming)
-    else:  # nothing to act on: no savepoint, and the insert waits for the next flush
+    else:  # nothing to act on: the insert waits for the next flush (inserts are batched)
         address, action = None, PASSIVE_ACTIONS[verdict.label]
     request.address, request.action = address, action
     return RequestResult(message_id, sender, request.label, address, action, request.reason)
@@ -214,6 +215,11 @@ def _act(
 # --------------------------------------------------------------------------- the actions
 
 
+def _origin(request: EmailRequest | None, otherwise: str) -> str:
+    """What an event names as the cause: the message, else who acted."""
+    return f"message {request.message_id}" if request and request.message_id else otherwise
+
+
 def start_subscription(
     session: Session,
     ctx: RequestContext,
@@ -224,7 +230,7 @@ def start_subscription(
 ) -> str:
     """Double opt-in: ``pending`` plus a confirmation, unless already active."""
     subscriber = find_subscriber(session, address)
-    origin = f"message {request.message_id}" if request and request.message_id else "staff"
+    origin = _origin(request, "staff")
     if subscriber is not None and subscriber.status == "active":
         return "none: already subscribed"
     if subscriber is None:
@@ -309,7 +315,7 @@ def confirm_token(
     if confirmation.expires_at <= ctx.now:
         again = start_subscription(session, ctx, subscriber.email, "", request, incoming)
         return f"confirmation expired; {again}"
-    origin = f"message {request.message_id}" if request and request.message_id else actor
+    origin = _origin(request, actor)
     confirmation.confirmed_at = ctx.now
     set_status(session, subscriber, "active", actor=actor, detail=f"confirmed ({origin})")
     return "subscribed: confirmed"
@@ -325,7 +331,7 @@ def unsubscribe(
     """Unsubscribe at once and acknowledge (also when the address was not on the list,
     so the person knows to write from the address that receives the digest)."""
     subscriber = find_subscriber(session, address)
-    origin = f"message {request.message_id}" if request and request.message_id else "staff"
+    origin = _origin(request, "staff")
     title = ctx.config.newsletter.title
     if subscriber is None:
         action, kind, subject = "none: not subscribed", "not_subscribed", f"{title}: not subscribed"

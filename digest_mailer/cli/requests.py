@@ -125,12 +125,13 @@ def resolve(
     Example: digest-mailer requests resolve 12 subscribe --address ana.new@corp.test
     """
     st = state(ctx)
+    make_transport = _smtp(st)  # a missing SMTP setting stops before anything changes
     with st.transaction() as session:
         result = email_requests.resolve_request(
             session, RequestContext(st.config), request_id, decision, address
         )
     out.print(f"request #{request_id}: {result.action}", markup=False)
-    _print_replies(email_requests.send_replies(st.store(), st.config, _smtp(st)()))
+    _print_replies(email_requests.send_replies(st.store(), st.config, make_transport()))
 
 
 @app.command("list")
