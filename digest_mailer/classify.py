@@ -469,7 +469,7 @@ def decide(incoming: Incoming, ours: OurAddresses) -> Verdict:
     """One label for one message, with a short reason."""
     msg, subject = incoming.message, incoming.subject
     kind = report_type(msg)
-    if kind == "delivery-status":
+    if kind in ("delivery-status", "global-delivery-status"):
         return Verdict("bounce", "delivery status report (RFC 3464)")
     if kind == "feedback-report":
         return Verdict("bounce", "complaint report (ARF, RFC 5965)")

@@ -78,6 +78,26 @@ class InboxConfig:
 
 
 @dataclass(frozen=True)
+class DkimConfig:
+    selector: str = ""
+    domain: str = ""
+    private_key_file: str = ""
+
+
+@dataclass(frozen=True)
+class BouncesConfig:
+    mbox: str = ""
+    maildir: str = ""
+    imap_folder: str = ""
+    imap_processed_folder: str = ""
+    hard_weight: float = 1.0
+    soft_weight: float = 0.5
+    bounce_threshold: float = 3.0
+    no_such_user_threshold: float = 1.0
+    bounce_reset_days: int = 30
+
+
+@dataclass(frozen=True)
 class SubscribersConfig:
     allow_test_domains: bool = False
 
@@ -93,6 +113,13 @@ NON_NEGATIVE: set[tuple[str, str]] = {
     ("smtp", "timeout"),
     ("smtp", "retry_base_seconds"),
     ("inbox", "imap_port"),
+    ("bounces", "hard_weight"),
+    ("bounces", "soft_weight"),
+}
+ABOVE_ZERO: set[tuple[str, str]] = {
+    ("bounces", "bounce_threshold"),
+    ("bounces", "no_such_user_threshold"),
+    ("bounces", "bounce_reset_days"),
 }
 
 
@@ -108,6 +135,8 @@ class Config:
     seed: SeedConfig = field(default_factory=SeedConfig)
     inbox: InboxConfig = field(default_factory=InboxConfig)
     subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
 
     def path(self, value: str) -> Path:
         """A path from the file, made absolute against the config file's folder."""
@@ -165,6 +194,8 @@ def _check_value(source: str, section: str, key: str, expected: type, value: obj
         raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
     if (section, key) in POSITIVE and value < 1:  # type: ignore[operator]
         raise ConfigError(f"{where} must be at least 1, got {value!r}")
+    if (section, key) in ABOVE_ZERO and value <= 0:  # type: ignore[operator]
+        raise ConfigError(f"{where} must be greater than 0, got {value!r}")
     if (section, key) in NON_NEGATIVE and value < 0:  # type: ignore[operator]
         raise ConfigError(f"{where} must not be negative, got {value!r}")
     if isinstance(value, str) and ("\r" in value or "\n" in value):

@@ -11,15 +11,75 @@ import imaplib
 import mailbox
 import re
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
 
 from digest_mailer.config import Config
+from digest_mailer.db import Store
 from digest_mailer.errors import ConfigError, InputError
-from digest_mailer.requests import MessageSource
 from digest_mailer.transport import TransportError
 
 KEYWORD = "$DigestProcessed"
+BOUNCE_KEYWORD = "$DigestBounceProcessed"
+CHUNK = 200  # messages per commit
+T = TypeVar("T")
+
+
+class MessageSource:
+    """Where messages come from: yields ``(uid, raw bytes)``; told what was processed."""
+
+    name: str
+
+    def messages(self) -> Iterator[tuple[str, bytes]]:  # pragma: no cover - a protocol
+        raise NotImplementedError
+
+    def mark_processed(self, uids: Sequence[str]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+def process_in_chunks(
+    store: Store,
+    source: MessageSource,
+    handle: Callable[[Session, bytes], list[T]],
+    *,
+    dry_run: bool = False,
+) -> list[T]:
+    """Run ``handle`` on every message of ``source``, then close it. Decisions commit in
+    chunks, and a message is marked processed at its source only after its chunk
+    committed: a crash loses nothing. ``dry_run`` rolls everything back."""
+    results: list[T] = []
+    try:
+        if dry_run:
+            with store.Session() as session:
+                for _, raw in source.messages():
+                    results += handle(session, raw)
+                session.rollback()
+            return results
+        for chunk in _chunks(source.messages(), CHUNK):
+            with store.Session.begin() as session:
+                for _, raw in chunk:
+                    results += handle(session, raw)
+            source.mark_processed([uid for uid, _ in chunk])
+    finally:
+        source.close()
+    return results
+
+
+def _chunks(items: Iterable[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
+    chunk: list[tuple[str, bytes]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 class MboxSource(MessageSource):
@@ -76,14 +136,26 @@ class IMAPSource(MessageSource):
     """One IMAP folder over TLS (certificates verified; ``imap_ca_file`` adds a private
     CA), password from the environment variable named by ``imap_password_env``."""
 
-    def __init__(self, config: Config, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        read_only: bool = False,
+        folder: str | None = None,
+        processed_folder: str | None = None,
+        keyword: str = KEYWORD,
+    ) -> None:
         box = config.inbox
         host = config.require("inbox", "imap_host")
         user = config.require("inbox", "imap_user")
         password = config.secret("inbox", "imap_password_env")
-        self.name = f"IMAP {user}@{host}:{box.imap_port}/{box.imap_folder}"
+        folder = box.imap_folder if folder is None else folder
+        self.name = f"IMAP {user}@{host}:{box.imap_port}/{folder}"
         self.read_only = read_only
-        self.processed_folder = box.imap_processed_folder
+        self.keyword = keyword
+        self.processed_folder = (
+            box.imap_processed_folder if processed_folder is None else processed_folder
+        )
         context = ssl.create_default_context()
         if box.imap_ca_file:
             ca = config.path(box.imap_ca_file)
@@ -109,7 +181,7 @@ class IMAPSource(MessageSource):
             conn.login(user, password)
             # selected read-write even for a dry run (which never stores a flag and reads
             # with BODY.PEEK): only then does the server say whether it keeps keywords
-            kind, data = conn.select(_quote(box.imap_folder))
+            kind, data = conn.select(_quote(folder))
             if kind != "OK":
                 raise TransportError(f"{self.name}: cannot open the folder: {_imap_error(data)}")
             flags = conn.untagged_responses.get("PERMANENTFLAGS", [b""])[0] or b""
@@ -121,7 +193,7 @@ class IMAPSource(MessageSource):
             raise TransportError(f"{self.name}: {_imap_error(exc)}") from None
 
     def messages(self) -> Iterator[tuple[str, bytes]]:
-        query = ("UNKEYWORD", KEYWORD) if self._keywords else ("UNSEEN",)
+        query = ("UNKEYWORD", self.keyword) if self._keywords else ("UNSEEN",)
         kind, data = self._conn.uid("SEARCH", None, *query)
         if kind != "OK":
             raise TransportError(f"{self.name}: search failed: {_imap_error(data)}")
@@ -135,7 +207,7 @@ class IMAPSource(MessageSource):
         if not uids or self.read_only:
             return
         ids = ",".join(uids)
-        flags = f"(\\Seen {KEYWORD})" if self._keywords else "(\\Seen)"
+        flags = f"(\\Seen {self.keyword})" if self._keywords else "(\\Seen)"
         self._conn.uid("STORE", ids, "+FLAGS.SILENT", flags)
         if self.processed_folder:
             folder = _quote(self.processed_folder)
@@ -167,8 +239,11 @@ def open_source(
     maildir: Path | None = None,
     imap: bool = False,
     read_only: bool = False,
+    bounces: bool = False,
 ) -> MessageSource:
-    """The source named on the command line, else the one ``[inbox]`` configures."""
+    """The mailbox named on the command line, else the one the config sets: ``[inbox]``
+    for requests; with ``bounces``, ``[bounces]`` (an IMAP folder there is read on the
+    ``[inbox]`` server, with its own processed keyword)."""
     chosen = sum(bool(x) for x in (mbox, maildir, imap))
     if chosen > 1:
         raise InputError("give one of --mbox, --maildir or --imap")
@@ -176,14 +251,24 @@ def open_source(
         return MboxSource(mbox)
     if maildir:
         return MaildirSource(maildir)
-    box = config.inbox
-    if imap or (not chosen and box.imap_host):
-        return IMAPSource(config, read_only=read_only)
+    section, what = ("bounces", "bounce") if bounces else ("inbox", "request")
+    box = getattr(config, section)
+    imap_key = "imap_folder" if bounces else "imap_host"
+    if imap or (not chosen and getattr(box, imap_key)):
+        if not bounces:
+            return IMAPSource(config, read_only=read_only)
+        return IMAPSource(
+            config,
+            read_only=read_only,
+            folder=config.require("bounces", "imap_folder"),
+            processed_folder=box.imap_processed_folder,
+            keyword=BOUNCE_KEYWORD,
+        )
     if box.mbox:
         return MboxSource(config.path(box.mbox))
     if box.maildir:
         return MaildirSource(config.path(box.maildir))
     raise ConfigError(
-        f"{config.source}: no request mailbox: give --mbox FILE, --maildir DIR or --imap, "
-        "or set [inbox] mbox, maildir or imap_host"
+        f"{config.source}: no {what} mailbox: give --mbox FILE, --maildir DIR or --imap, "
+        f"or set [{section}] mbox, maildir or {imap_key}"
     )

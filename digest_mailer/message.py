@@ -5,6 +5,7 @@ multipart/alternative: text then HTML, UTF-8, quoted-printable) with placeholder
 serialises it once. :meth:`MessageTemplate.render` then fills in To, Message-ID, the
 List-Unsubscribe header and the unsubscribe link: static body lines stay encoded, only
 lines that hold the link are encoded again. Nothing is re-rendered, re-inlined or rebuilt.
+With a :class:`~digest_mailer.signing.DkimSigner` each finished message is DKIM-signed.
 """
 
 import binascii
@@ -20,6 +21,7 @@ from email.utils import format_datetime, formataddr
 
 from digest_mailer.composer import UNSUBSCRIBE_PLACEHOLDER, ComposedIssue, one_line
 from digest_mailer.config import Config
+from digest_mailer.signing import DkimSigner
 
 _TO = "x-dm-to-placeholder@placeholder.invalid"
 _MSGID = "x-dm-msgid-placeholder@placeholder.invalid"
@@ -99,9 +101,11 @@ class MessageTemplate:
         *,
         subject_prefix: str = "",
         date: dt.datetime | None = None,
+        signer: DkimSigner | None = None,
     ) -> None:
         nl = config.newsletter
         self.config = config
+        self.signer = signer
         self.domain = domain_of(nl.from_address)
         self.has_one_click = bool(nl.public_url)
         msg = EmailMessage(policy=SMTP)
@@ -138,9 +142,10 @@ class MessageTemplate:
         return f"mailto:{self.config.newsletter.request_address}?subject=unsubscribe"
 
     def render(self, address: str, name: str, message_id: str, unsubscribe_url: str) -> bytes:
-        """The complete message for one recipient, CRLF line ends, ready for SMTP DATA."""
+        """The complete message for one recipient, CRLF line ends, ready for SMTP DATA;
+        DKIM-signed after the substitution when the template has a signer."""
         message_id = message_id.strip("<>")
-        return b"".join(
+        data = b"".join(
             (
                 self._head,
                 format_recipient(address, name).encode("utf-8"),
@@ -157,6 +162,7 @@ class MessageTemplate:
                 self._tail,
             )
         )
+        return self.signer.sign(data) if self.signer is not None else data
 
 
 def preview_message(composed: ComposedIssue, config: Config) -> bytes:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -84,6 +85,10 @@ class Subscriber(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     unsubscribe_reason: Mapped[str | None] = mapped_column(Text)
+    # bounce score (Mailman-like): hard bounces add 1.0, soft 0.5, at most once a day;
+    # reset after [bounces] bounce_reset_days without a bounce
+    bounce_score: Mapped[float] = mapped_column(Float, server_default="0")
+    last_bounce_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     lists: Mapped[list["MailingList"]] = relationship(
         secondary=list_members, back_populates="members", order_by="MailingList.name"
@@ -280,3 +285,38 @@ class Reply(Base):
     smtp_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+BOUNCE_KINDS = ("hard", "soft", "delayed", "complaint", "unknown")
+
+
+class Bounce(Base):
+    """One failed recipient named by a delivery report, a complaint, or a permanent
+    refusal at send time, and what it did to the subscriber.
+
+    ``report_key`` is the report's Message-ID (else a hash of its bytes), or
+    ``smtp:DELIVERY_ID`` for a refusal at send time; with the address it makes
+    processing the same report again change nothing.
+    """
+
+    __tablename__ = "bounces"
+    __table_args__ = (Index("uq_bounces_report_address", "report_key", "address", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_key: Mapped[str] = mapped_column(String(255))
+    report_message_id: Mapped[str | None] = mapped_column(Text)
+    address: Mapped[str] = mapped_column(String(320), default="")
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="")
+    diagnostic: Mapped[str] = mapped_column(Text, default="")
+    matched_by: Mapped[str] = mapped_column(String(20), default="")
+    score_added: Mapped[float] = mapped_column(Float, default=0.0)
+    action: Mapped[str] = mapped_column(Text, default="")
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

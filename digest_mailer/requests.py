@@ -11,7 +11,8 @@ nothing twice. What it asks for is decided by :mod:`digest_mailer.classify`; her
   Tokens expire after :data:`CONFIRM_DAYS` days; only their SHA-256 is stored.
 - ``unsubscribe``: the sender's address becomes ``unsubscribed`` at once, with an event
   naming the message, and gets one short acknowledgement.
-- ``bounce``: kept (with the report) for bounce handling; nothing changes here.
+- ``bounce``: handed to :mod:`digest_mailer.bounces` (scored, possibly ``bounced`` or
+  ``complained``); the report is kept.
 - ``ignore`` changes nothing; ``review`` waits for staff (:func:`resolve_request`).
 
 Replies go through an outbox (:class:`~digest_mailer.models.Reply`): queued in the same
@@ -21,7 +22,7 @@ auto-replied`` and ``In-Reply-To``; no address gets more than one per hour.
 
 import hashlib
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.headerregistry import Address
@@ -33,6 +34,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from digest_mailer.bounces import BounceContext, handle_report
 from digest_mailer.classify import (
     Incoming,
     OurAddresses,
@@ -47,9 +49,11 @@ from digest_mailer.composer import one_line, render_template, template_environme
 from digest_mailer.config import Config
 from digest_mailer.db import Store
 from digest_mailer.errors import DigestMailerError, InputError, NotFoundError
+from digest_mailer.inbox import MessageSource, process_in_chunks
 from digest_mailer.message import domain_of, format_recipient, make_message_id
 from digest_mailer.models import Confirmation, EmailRequest, Reply, Subscriber, utcnow
 from digest_mailer.sender import envelope_sender, send_with_reconnects
+from digest_mailer.signing import DkimSigner
 from digest_mailer.subscribers import (
     address_key,
     find_subscriber,
@@ -65,7 +69,6 @@ MAX_REPLY_ATTEMPTS = 5
 KEEP_RAW_BYTES = 1 << 20  # reports larger than this are kept truncated
 EXCERPT_CHARS = 2000
 ACTOR = "email-request"
-CHUNK = 200
 
 
 @dataclass
@@ -103,6 +106,7 @@ class RequestContext:
         )
         self._env: Any = None
         self.recorded: dict[str, EmailRequest] = {}  # by message key, this run
+        self.bounces = BounceContext(config, now=self.now)
 
     @property
     def env(self) -> Any:
@@ -181,6 +185,11 @@ def handle_message(session: Session, ctx: RequestContext, raw: bytes) -> Request
     if verdict.label in ("subscribe", "unsubscribe", "confirm") and incoming is not None:
         session.flush()
         address, action = _act(session, ctx, request, verdict, incoming)
+    elif verdict.label == "bounce" and incoming is not None:
+        found = handle_report(session, ctx.bounces, incoming)
+        addresses = [b.address for b in found if b.address]
+        address = addresses[0] if len(addresses) == 1 else None
+        action = "; ".join(f"{b.address or '?'}: {b.action}" for b in found)[:2000]
     else:  # nothing to act on: the insert waits for the next flush (inserts are batched)
         address, action = None, PASSIVE_ACTIONS[verdict.label]
     request.address, request.action = address, action
@@ -190,7 +199,6 @@ def handle_message(session: Session, ctx: RequestContext, raw: bytes) -> Request
 PASSIVE_ACTIONS = {
     "review": "held for review",
     "ignore": "none",
-    "bounce": "recorded for bounce handling",
 }
 
 
@@ -455,6 +463,7 @@ def send_replies(
     """Send the outbox: each reply is committed ``sending`` before the end of its DATA and
     with its outcome after, like the send log; a crash leaves it ``uncertain``, never sent
     twice. Temporary failures stay ``deferred`` for the next run. Closes ``transport``."""
+    signer = DkimSigner.from_config(config)
     with store.Session.begin() as session:
         session.execute(update(Reply).where(Reply.state == "sending").values(state="uncertain"))
         pending = session.execute(
@@ -477,6 +486,8 @@ def send_replies(
                     mark(reply_id, state="sending", attempts=Reply.attempts + 1)
                     return True
 
+                if signer is not None:
+                    data = signer.sign(data)
                 outcome = await send_with_reconnects(
                     transport, envelope, address, data, config.smtp.retry_base_seconds, commit
                 )
@@ -509,21 +520,6 @@ def _record_reply(store: Store, reply_id: int, outcome: Outcome, now: datetime) 
 # --------------------------------------------------------------------------- the mailbox run
 
 
-class MessageSource:
-    """Where messages come from (:mod:`digest_mailer.inbox`)."""
-
-    name: str
-
-    def messages(self) -> Iterator[tuple[str, bytes]]:  # pragma: no cover - a protocol
-        raise NotImplementedError
-
-    def mark_processed(self, uids: Sequence[str]) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def close(self) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-
 def process_source(
     store: Store,
     config: Config,
@@ -540,34 +536,12 @@ def process_source(
     makes the second reading a no-op). ``dry_run`` decides and reports, changes nothing
     and sends nothing."""
     ctx = RequestContext(config, now=now)
-    results: list[RequestResult] = []
-    try:
-        if dry_run:
-            with store.Session() as session:
-                for _, raw in source.messages():
-                    results.append(handle_message(session, ctx, raw))
-                session.rollback()
-            return results, []
-        for chunk in _chunks(source.messages(), CHUNK):
-            with store.Session.begin() as session:
-                for _, raw in chunk:
-                    results.append(handle_message(session, ctx, raw))
-            source.mark_processed([uid for uid, _ in chunk])
-    finally:
-        source.close()
-    replies = send_replies(store, config, make_transport(), now=now) if make_transport else []
-    return results, replies
-
-
-def _chunks(items: Iterable[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
-    chunk: list[tuple[str, bytes]] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    results = process_in_chunks(
+        store, source, lambda session, raw: [handle_message(session, ctx, raw)], dry_run=dry_run
+    )
+    if dry_run or make_transport is None:
+        return results, []
+    return results, send_replies(store, config, make_transport(), now=now)
 
 
 # --------------------------------------------------------------------------- staff review

@@ -39,6 +39,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from digest_mailer.bounces import (
+    is_recipient_refusal,
+    issue_bounce_counts,
+    refusal_status,
+    score_pending,
+)
 from digest_mailer.composer import ComposedIssue
 from digest_mailer.config import Config
 from digest_mailer.db import FastStatement, Store, driver_transaction
@@ -47,6 +53,7 @@ from digest_mailer.lint import lint
 from digest_mailer.message import MessageTemplate, make_message_id
 from digest_mailer.models import (
     DELIVERY_STATES,
+    Bounce,
     Delivery,
     Issue,
     Subscriber,
@@ -55,8 +62,9 @@ from digest_mailer.models import (
     list_members,
     utcnow,
 )
-from digest_mailer.subscribers import get_list, normalize_address
-from digest_mailer.tokens import make_token
+from digest_mailer.signing import DkimSigner
+from digest_mailer.subscribers import address_key, get_list, normalize_address
+from digest_mailer.tokens import make_token, verp_address
 from digest_mailer.transport import (
     CommitPoint,
     Outcome,
@@ -84,8 +92,18 @@ class SendPaused(DigestMailerError):
 # --------------------------------------------------------------------------- preparing
 
 
-def envelope_sender(config: Config) -> str:
-    return config.newsletter.bounce_address or config.newsletter.from_address
+def envelope_sender(
+    config: Config, secret: bytes | None = None, delivery_id: int | None = None
+) -> str:
+    """MAIL FROM (the Return-Path): with ``[newsletter] bounce_address`` set, a VERP
+    address naming the delivery (``bounces+TOKEN@domain``) when there is one, else the
+    bounce address itself; without it, the From address."""
+    bounce = config.newsletter.bounce_address
+    if not bounce:
+        return config.newsletter.from_address
+    if secret is None or delivery_id is None:
+        return bounce
+    return verp_address(secret, bounce, delivery_id)
 
 
 def unsubscribe_url(config: Config, secret: bytes, subscriber_id: int | None) -> str | None:
@@ -324,7 +342,9 @@ def test_send(
     deliveries. When all are accepted the issue counts as tested. Closes ``transport``."""
     refuse_on_lint_errors(composed)
     issue = record_issue(session, composed)
-    template = MessageTemplate(composed, config, subject_prefix="[TEST] ")
+    template = MessageTemplate(
+        composed, config, subject_prefix="[TEST] ", signer=DkimSigner.from_config(config)
+    )
     messages = []
     for address, name, subscriber_id in recipients:
         message_id = make_message_id(template.domain, "test", composed.issue_id)
@@ -386,7 +406,7 @@ def dry_run(
 ) -> int:
     """Write every message the send would make through ``transport`` (then closed);
     changes nothing."""
-    template = MessageTemplate(composed, config)
+    template = MessageTemplate(composed, config, signer=DkimSigner.from_config(config))
     sent_already = select(Delivery.subscriber_id).where(
         Delivery.issue_id == composed.issue_id,
         Delivery.state.in_(("sent", "uncertain", "failed", "skipped")),
@@ -491,7 +511,6 @@ class _SendLoop:
         self.secret = secret
         self.progress = progress
         self.stop = stop
-        self.envelope_from = envelope_sender(config)
         self.connections = config.smtp.connections
         self.max_attempts = config.smtp.max_attempts
         self.retry_base = config.smtp.retry_base_seconds
@@ -591,6 +610,7 @@ class _SendLoop:
 
     def _record(self, cursor: Any, finished: list[tuple[_Job, Outcome]], now: datetime) -> None:
         rows = []
+        bounces = []
         clock = time.monotonic()
         for job, outcome in finished:
             kind = outcome.kind
@@ -613,6 +633,8 @@ class _SendLoop:
                     self.paused_reason = self.paused_reason or outcome.message
             else:
                 self.done += 1
+                if is_recipient_refusal(outcome):  # scored after the loop (score_pending)
+                    bounces.append(self._bounce_row(job, outcome, now))
             rows.append(
                 {
                     "b_id": job.delivery_id,
@@ -624,10 +646,31 @@ class _SendLoop:
                 }
             )
         self.record.executemany(cursor, rows)
+        if bounces:
+            self.bounce.executemany(cursor, bounces)
+
+    @staticmethod
+    def _bounce_row(job: _Job, outcome: Outcome, now: datetime) -> dict[str, Any]:
+        return {
+            "report_key": f"smtp:{job.delivery_id}",
+            "report_message_id": None,
+            "address": address_key(job.address),
+            "subscriber_id": job.subscriber_id,
+            "delivery_id": job.delivery_id,
+            "kind": "hard",
+            "status": refusal_status(outcome),
+            "diagnostic": f"refused at send time: {outcome.code} {outcome.message}"[:1000],
+            "matched_by": "send",
+            "score_added": 0.0,
+            "action": "",
+            "occurred_at": now,
+            "created_at": now,
+        }
 
     # -- run
     def run(self) -> SendReport:
         with self.Session.begin() as session:
+            score_pending(session, self.config)  # refusals a crashed run recorded
             self.total = (
                 session.scalar(
                     select(func.count())
@@ -649,6 +692,7 @@ class _SendLoop:
             self.claim = FastStatement(_CLAIM, conn.dialect)
             self.skip = FastStatement(_SKIP, conn.dialect)
             self.record = FastStatement(_RECORD, conn.dialect)
+            self.bounce = FastStatement(_BOUNCE, conn.dialect)
             run_coroutine(self._main())
         return self._finish()
 
@@ -669,7 +713,7 @@ class _SendLoop:
                         data = self.template.render(job.address, job.name, job.message_id, url)
                         outcome = await send_with_reconnects(
                             transport,
-                            self.envelope_from,
+                            envelope_sender(self.config, self.secret, job.delivery_id),
                             job.address,
                             data,
                             self.retry_base,
@@ -745,6 +789,7 @@ class _SendLoop:
 
     def _finish(self) -> SendReport:
         with self.Session.begin() as session:
+            score_pending(session, self.config)
             counts = delivery_counts(session, self.issue_id)
             issue = session.get(Issue, self.issue_id)
             assert issue is not None
@@ -798,6 +843,23 @@ _SKIP = (
         updated_at=bindparam("now", type_=UTCDateTime()),
     )
 )
+# A refusal of the recipient, recorded with its outcome; scored by score_pending.
+_BOUNCE_COLUMNS = (
+    "report_key",
+    "report_message_id",
+    "address",
+    "subscriber_id",
+    "delivery_id",
+    "kind",
+    "status",
+    "diagnostic",
+    "matched_by",
+    "score_added",
+    "action",
+    "occurred_at",
+    "created_at",
+)
+_BOUNCE = insert(Bounce.__table__).values({c: bindparam(c) for c in _BOUNCE_COLUMNS})
 # One statement for a batch of outcomes (executemany); compiled once.
 _RECORD = (
     update(_DELIVERIES)
@@ -872,6 +934,8 @@ def issue_status(session: Session, issue_id: str | None = None) -> list[dict[str
                 "test_sends": tests or 0,
                 "skipped_test": issue.skipped_test,
                 "counts": delivery_counts(session, issue.id),
+                # subscribers whose delivery of this issue bounced, or who complained
+                "bounces": issue_bounce_counts(session, issue.id),
                 "started_at": issue.started_at.isoformat() if issue.started_at else None,
                 "finished_at": issue.finished_at.isoformat() if issue.finished_at else None,
                 "note": issue.note,

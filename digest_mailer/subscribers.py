@@ -174,6 +174,7 @@ def set_status(
     elif status == "active":
         subscriber.unsubscribed_at = None
         subscriber.unsubscribe_reason = None
+        subscriber.bounce_score = 0.0  # bounces before a reactivation no longer count
     session.flush()
     record_event(session, subscriber, "status", actor, detail or reason or "", old, status)
     return True
@@ -506,6 +507,7 @@ def _upsert(
                 change["status"] = "active"
                 change["unsubscribed_at"] = None
                 change["unsubscribe_reason"] = None
+                change["bounce_score"] = 0.0  # a fresh start, as set_status gives
                 inactive = row.status in INACTIVE_STATUSES
                 why = "resubscribed by staff" if inactive else "added by staff"
                 event(row.id, "status", f"{why} ({source})", row.status, "active")

@@ -51,6 +51,37 @@ def read_token(secret: bytes, purpose: str, token: str) -> int | None:
     return number
 
 
+# VERP return paths: ``bounces+<id>-<hex>@domain``. Lower-case hex, because some mail
+# servers change the case of a local part on the way back.
+VERP_SIGNATURE_CHARS = 20  # 80 bits
+_VERP_TOKEN = rf"([0-9a-z]{{1,13}})-([0-9a-f]{{{VERP_SIGNATURE_CHARS}}})"
+
+
+def verp_address(secret: bytes, bounce_address: str, delivery_id: int) -> str:
+    """The envelope sender that names one delivery: ``local+TOKEN@domain``."""
+    local, _, domain = bounce_address.rpartition("@")
+    mac = hmac.new(secret, f"bounce\0{delivery_id}".encode(), hashlib.sha256).hexdigest()
+    return f"{local}+{_base36(delivery_id)}-{mac[:VERP_SIGNATURE_CHARS]}@{domain}"
+
+
+def verp_deliveries(secret: bytes, bounce_address: str, text: str) -> list[int]:
+    """The delivery ids of every validly signed VERP address of ``bounce_address`` in
+    ``text`` (a report's headers and body), in order of appearance, each once."""
+    local, _, domain = bounce_address.rpartition("@")
+    if not local:
+        return []
+    pattern = re.compile(rf"{re.escape(local)}\+{_VERP_TOKEN}@{re.escape(domain)}", re.I)
+    found: list[int] = []
+    for match in pattern.finditer(text):
+        number = int(match.group(1).lower(), 36)
+        expected = hmac.new(secret, f"bounce\0{number}".encode(), hashlib.sha256).hexdigest()
+        given = match.group(2).lower().encode()
+        if hmac.compare_digest(expected[:VERP_SIGNATURE_CHARS].encode(), given):
+            if number not in found:
+                found.append(number)
+    return found
+
+
 def _base36(number: int) -> str:
     if number < 0:
         raise ValueError("token ids are not negative")

@@ -55,6 +55,9 @@ class Outcome:
     kind: str
     code: int | None = None
     message: str = ""
+    # where an SMTP refusal came: "mail", "rcpt", "data" (the DATA command) or "end"
+    # (after the message); a refusal of the recipient itself is a bounce
+    stage: str = ""
 
 
 CommitPoint = Callable[[], Awaitable[bool]]
@@ -68,12 +71,12 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-def classify(code: int, text: str) -> Outcome:
+def classify(code: int, text: str, stage: str = "end") -> Outcome:
     if 200 <= code < 300:
-        return Outcome("sent", code, text)
+        return Outcome("sent", code, text, stage)
     if 400 <= code < 500:
-        return Outcome("deferred", code, text)
-    return Outcome("failed", code, text)
+        return Outcome("deferred", code, text, stage)
+    return Outcome("failed", code, text, stage)
 
 
 @dataclass(frozen=True)
@@ -291,13 +294,13 @@ class SMTPTransport:
     async def _envelope_in_turn(self, mail: str, rcpt: str, data: str) -> Outcome | None:
         code, text = await self._command(mail)
         if code != 250:
-            return await self._refused(code, text)
+            return await self._refused(code, text, "mail")
         code, text = await self._command(rcpt)
         if code not in (250, 251):
-            return await self._refused(code, text)
+            return await self._refused(code, text, "rcpt")
         code, text = await self._command(data)
         if code != 354:
-            return await self._refused(code, text)
+            return await self._refused(code, text, "data")
         return None
 
     async def _envelope_pipelined(self, mail: str, rcpt: str, data: str) -> Outcome | None:
@@ -312,26 +315,26 @@ class SMTPTransport:
         (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = replies
         refusal = None
         if mail_code != 250:
-            refusal = (mail_code, mail_text)
+            refusal = (mail_code, mail_text, "mail")
         elif rcpt_code not in (250, 251):
-            refusal = (rcpt_code, rcpt_text)
+            refusal = (rcpt_code, rcpt_text, "rcpt")
         if refusal is None and data_code == 354:
             return None
         if data_code == 354:  # DATA accepted although the envelope was not: send nothing
             await self._command(".")
-        return await self._refused(*(refusal or (data_code, data_text)))
+        return await self._refused(*(refusal or (data_code, data_text, "data")))
 
-    async def _refused(self, code: int, text: str) -> Outcome:
+    async def _refused(self, code: int, text: str, stage: str) -> Outcome:
         if code == 421:  # the server is closing the connection
             self._drop()
-            return Outcome("deferred", code, text)
+            return Outcome("deferred", code, text, stage)
         try:
             await self._command("RSET")
         except _Lost:
             self._drop()
         if code < 400:  # a positive reply where a refusal was expected
-            return Outcome("deferred", code, f"unexpected reply: {text}")
-        return classify(code, text)
+            return Outcome("deferred", code, f"unexpected reply: {text}", stage)
+        return classify(code, text, stage)
 
     async def close(self) -> None:
         if self._writer is not None:

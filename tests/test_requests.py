@@ -25,7 +25,7 @@ EXPECTED = tomllib.loads((CORPUS / "expected.toml").read_text("utf-8"))
 
 
 @pytest.fixture
-def config(tmp_path: Path, database_url: str, smtp_server: SMTPServer):  # type: ignore[no-untyped-def]
+def config(tmp_path: Path, database_url: str, smtp_server: SMTPServer, send_env: str):  # type: ignore[no-untyped-def]
     extra = (
         NEWSLETTER.replace(
             'postal_address = "Transit Lab, 9 Depot Road, Rivertown"',

@@ -9,7 +9,17 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from typer.core import TyperGroup
 
 from digest_mailer import __version__
-from digest_mailer.cli import compose, lists, requests, send, serve, store, subscribers
+from digest_mailer.cli import (
+    bounces,
+    compose,
+    dkim,
+    lists,
+    requests,
+    send,
+    serve,
+    store,
+    subscribers,
+)
 from digest_mailer.cli.state import err, state
 from digest_mailer.errors import DigestMailerError
 
@@ -57,6 +67,8 @@ app = typer.Typer(
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(lists.app, name="lists")
 app.add_typer(requests.app, name="requests")
+app.add_typer(bounces.app, name="bounces")
+app.add_typer(dkim.app, name="dkim")
 store.register(app)
 compose.register(app)
 send.register(app)

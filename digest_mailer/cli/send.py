@@ -21,6 +21,7 @@ from digest_mailer.cli.state import err, out, print_json, state, warn
 from digest_mailer.lint import lint
 from digest_mailer.message import MessageTemplate
 from digest_mailer.models import DELIVERY_STATES
+from digest_mailer.signing import DkimSigner
 from digest_mailer.tokens import signing_secret
 from digest_mailer.transport import FileTransport, SMTPSettings, SMTPTransport
 
@@ -88,6 +89,7 @@ def send(
     config = st.config
     composed = composer.compose_file(issue_file, config)
     secret = signing_secret(config)
+    signer = DkimSigner.from_config(config)  # a bad key stops here, before anything is sent
     findings = lint(composed)
     print_findings(findings)
     if to and not test:
@@ -135,7 +137,7 @@ def send(
             f"nothing to send: issue {plan.issue_id} is {done['state']} ({summary})", markup=False
         )
         return
-    report = _run_with_progress(st, plan, composed, settings, secret)
+    report = _run_with_progress(st, plan, composed, settings, secret, signer)
     _print_report(report)
     if report.state != "sent":
         raise sender.SendPaused(
@@ -166,9 +168,9 @@ def _test_send(st, composed, secret: bytes, to: list[str]) -> None:  # type: ign
         raise sender.SendPaused("not every test message was accepted; fix that, then test again")
 
 
-def _run_with_progress(st, plan, composed, settings, secret):  # type: ignore[no-untyped-def]
+def _run_with_progress(st, plan, composed, settings, secret, signer):  # type: ignore[no-untyped-def]
     stop = threading.Event()
-    template = MessageTemplate(composed, st.config)
+    template = MessageTemplate(composed, st.config, signer=signer)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
