@@ -215,10 +215,6 @@ def _text_of(msg: Message) -> str:
     return "\n".join(chunks)
 
 
-def _headers_text(msg: Message) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in msg.raw_items())
-
-
 def read_report(incoming: Incoming, ours: OurAddresses) -> Report:
     """The failed recipients a delivery or complaint report names."""
     msg = incoming.message
@@ -228,9 +224,8 @@ def read_report(incoming: Incoming, ours: OurAddresses) -> Report:
     if original is not None and original.get("Message-ID"):
         ids.append(_one_line(original.get("Message-ID")))
     ids += [m for m in MESSAGE_ID.findall(text) if m not in ids]
-    searchable = "\n".join(
-        [_headers_text(msg), text, _headers_text(original) if original is not None else ""]
-    )
+    # the whole report as sent (every header and report field) plus the decoded text
+    searchable = incoming.raw.decode("utf-8", "replace") + "\n" + text
     if (msg.get_param("report-type") or "").lower() == "feedback-report":  # type: ignore[union-attr]
         return Report("arf", _arf_failures(msg, original), ids, searchable)
     failures = _dsn_failures(msg) if msg.get_content_type() == "multipart/report" else []

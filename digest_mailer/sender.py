@@ -16,10 +16,12 @@ the outcome kinds; it knows nothing of SMTP itself.
 import asyncio
 import heapq
 import itertools
+import os
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -444,6 +446,7 @@ class _Job:
     name: str
     message_id: str = ""
     claimed: "asyncio.Future[bool] | None" = None
+    data: "asyncio.Future[bytes] | None" = None  # the message, rendered (and signed) ahead
 
     async def commit_point(self) -> bool:
         """Before the final dot: wait until the claim is committed (True) or refused."""
@@ -528,6 +531,7 @@ class _SendLoop:
         self.paused_reason = ""
         self.fatal = ""
         self.seq = itertools.count()
+        self.signing: ThreadPoolExecutor | None = None
 
     # -- candidates
     def _refill(self) -> None:
@@ -575,12 +579,35 @@ class _SendLoop:
                 job = self.candidates.popleft()
             else:
                 break
-            job.message_id = make_message_id(self.template.domain, self.issue_id, job.delivery_id)
+            self._prepare(job)
             picked.append(job)
             free -= 1
             if self.interval:
                 self.next_slot = max(self.next_slot, now) + self.interval
         return picked
+
+    def _prepare(self, job: _Job) -> None:
+        """Render a message before its connection needs it: with DKIM, on the signing
+        threads (OpenSSL releases the GIL), for the next messages too, so that signing
+        overlaps the SMTP round trips. A retry sends the same message again."""
+        if job.data is not None:
+            return
+        job.message_id = make_message_id(self.template.domain, self.issue_id, job.delivery_id)
+        url = self.template.unsubscribe_target(
+            unsubscribe_url(self.config, self.secret, job.subscriber_id)
+        )
+        args = (job.address, job.name, job.message_id, url)
+        loop = asyncio.get_running_loop()
+        if self.signing is None:
+            job.data = loop.create_future()
+            job.data.set_result(self.template.render(*args))
+        else:
+            job.data = loop.run_in_executor(self.signing, self.template.render, *args)
+
+    def _prepare_ahead(self) -> None:
+        if self.signing is not None:
+            for job in itertools.islice(self.candidates, self.connections):
+                self._prepare(job)
 
     # -- one group commit: outcomes that came in, new claims
     def _commit(self, finished: list[tuple[_Job, Outcome]], picked: list[_Job]) -> list[bool]:
@@ -707,15 +734,12 @@ class _SendLoop:
             try:
                 while (job := await jobs.get()) is not None:
                     try:
-                        url = self.template.unsubscribe_target(
-                            unsubscribe_url(self.config, self.secret, job.subscriber_id)
-                        )
-                        data = self.template.render(job.address, job.name, job.message_id, url)
+                        assert job.data is not None
                         outcome = await send_with_reconnects(
                             transport,
                             envelope_sender(self.config, self.secret, job.delivery_id),
                             job.address,
-                            data,
+                            await job.data,
                             self.retry_base,
                             job.commit_point,
                         )
@@ -726,6 +750,11 @@ class _SendLoop:
             finally:
                 await transport.close()
 
+        self.signing = (
+            ThreadPoolExecutor(min(self.connections + 1, os.cpu_count() or 1), "dkim")
+            if self.template.signer is not None
+            else None
+        )
         connections = [asyncio.create_task(connection()) for _ in range(self.connections)]
         finished: list[tuple[_Job, Outcome]] = []
         try:
@@ -733,6 +762,7 @@ class _SendLoop:
             while True:
                 now = time.monotonic()
                 picked = self._pick(now)
+                self._prepare_ahead()
                 for job in picked:
                     job.claimed = loop.create_future()
                     jobs.put_nowait(job)
@@ -760,6 +790,8 @@ class _SendLoop:
             for _ in connections:
                 jobs.put_nowait(None)
             await asyncio.gather(*connections, return_exceptions=True)
+            if self.signing is not None:
+                self.signing.shutdown(cancel_futures=True)
 
     async def _wait(
         self, results: asyncio.Queue[tuple[_Job, Outcome]], now: float

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 from digest_mailer.db import insert_many
 from digest_mailer.errors import InputError, NotFoundError
 from digest_mailer.models import (
+    Bounce,
     Delivery,
     EmailRequest,
     Event,
@@ -218,6 +219,8 @@ def purge_subscriber(session: Session, address: str, *, actor: str = "cli") -> i
             .values(from_address=erased, address=None, subject="", excerpt="", raw=None)
         )
     session.execute(delete(Reply).where(Reply.address_key == key))
+    # bounce records name the address (those linked to the subscriber go with it too)
+    session.execute(delete(Bounce).where(Bounce.address == key))
     session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
     session.expunge(subscriber)
     record_event(session, None, "purged", actor, f"subscriber #{subscriber_id} erased on request")

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults, in a fresh temporary folder: a SQLite store, subscribers
 # imported from a spreadsheet export, a seed list, the sample issue composed and linted, a
-# local capture SMTP server, a test send, the real send, the send log, and requests
-# emailed to the digest address (double opt-in, unsubscribe, review), and the one-click
-# unsubscribe page.
+# local capture SMTP server, a test send, the real send (DKIM-signed, VERP return paths),
+# the send log, a bounce and a complaint processed, requests emailed to the digest address
+# (double opt-in, unsubscribe, review), and the one-click unsubscribe page.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d -t digest-demo.XXXXXX)"
@@ -12,6 +12,8 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 # The signing secret comes from the environment, never from a file.
 DIGEST_MAILER_SECRET="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
 export DIGEST_MAILER_SECRET
+mkdir keys
+digest-mailer dkim keygen --selector demo --domain policy-lab.test --out keys > keys/dns-record.txt
 cat > config.toml <<TOML
 [newsletter]
 title = "Policy Digest"
@@ -21,6 +23,14 @@ request_address = "digest@policy-lab.test"
 list_id = "digest.policy-lab.test"
 public_url = "https://digest.policy-lab.test"
 postal_address = "Policy Lab, 1 Example Street, Springfield"
+# return paths bounces+TOKEN@policy-lab.test name each delivery (VERP)
+bounce_address = "bounces@policy-lab.test"
+
+[dkim]
+# made above with: digest-mailer dkim keygen --selector demo --domain policy-lab.test --out keys
+selector = "demo"
+domain = "policy-lab.test"
+private_key_file = "keys/demo.private.pem"
 
 [smtp]
 # the local capture server started below; a real relay would use starttls and a login
@@ -76,6 +86,48 @@ digest-mailer send vol-2.4.txt --yes
 step "status and the send log"
 digest-mailer status
 digest-mailer log 2.4
+
+step "every message is DKIM-signed (checked with dkimpy) and returns to its own VERP address"
+grep "IN TXT" keys/dns-record.txt | cut -c1-100
+python3 - "$work/captured" "$work/keys/demo.public.pem" <<'PY'
+import mailbox, sys
+import dkim
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from digest_mailer.signing import dns_txt_value
+record = dns_txt_value(load_pem_public_key(open(sys.argv[2], "rb").read())).encode()
+dns = lambda name, timeout=5: record if name == b"demo._domainkey.policy-lab.test." else None
+messages = [m.as_bytes() for m in mailbox.Maildir(sys.argv[1])]
+good = sum(bool(dkim.verify(m, dnsfunc=dns)) for m in messages)
+print(f"  {good} of {len(messages)} captured messages carry a valid DKIM signature")
+sample = next(m for m in mailbox.Maildir(sys.argv[1]) if "+" in m["Return-Path"])
+print(f"  Return-Path: {sample['Return-Path']}  (To: {sample['To']})")
+PY
+
+step "a bounce report and a spam complaint come back to those addresses"
+python3 - "$work/captured" "$work/bounces" <<'PY'
+import mailbox, sys
+paths = {m["Delivered-To"]: m["Return-Path"].strip("<>") for m in mailbox.Maildir(sys.argv[1])
+         if "+" in m["Return-Path"]}
+box = mailbox.Maildir(sys.argv[2])
+dana, cyrus = "dana.kowalski@university.test", "cyrus.okafor@ministry.test"
+box.add(f"""From: MAILER-DAEMON@mx.university.test\r\nTo: {paths[dana]}\r\nSubject: Undelivered Mail Returned to Sender
+Message-ID: <dsn-1@mx.university.test>\r\nMIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="b"
+
+--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.university.test
+
+Final-Recipient: rfc822; {dana}\r\nAction: failed\r\nStatus: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 <{dana}>: user unknown\r\n\r\n--b--\r\n""".replace("\n", "\r\n").replace("\r\r", "\r").encode())
+box.add(f"""From: fbl@isp.test\r\nTo: bounces@policy-lab.test\r\nSubject: complaint
+Message-ID: <arf-1@isp.test>\r\nMIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="f"
+
+--f\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nVersion: 1
+Original-Mail-From: <{paths[cyrus]}>\r\n\r\n--f--\r\n""".replace("\n", "\r\n").replace("\r\r", "\r").encode())
+PY
+digest-mailer bounces process --maildir bounces
+digest-mailer bounces list
+digest-mailer status 2.4 --json | python3 -c 'import json, sys; print("  status --json bounces:", json.load(sys.stdin)["bounces"])'
 
 step "requests people emailed to the digest address (a Maildir; IMAP works the same way)"
 python3 - "$here/examples/requests" "$work/requests" <<'PY'

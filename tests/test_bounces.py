@@ -316,3 +316,13 @@ def test_a_bounce_for_an_address_we_never_had_records_without_a_subscriber(
     with store.Session() as session:
         row = session.scalars(select(Bounce)).one()
         assert row.subscriber_id is None and row.delivery_id is None
+
+
+def test_purge_erases_the_persons_bounce_records(store: Store, config: Config) -> None:
+    seed_sent_issue(store, config, ["pia@corp.test", "quin@corp.test"])
+    handle(store, config, dsn("pia@corp.test", "4.2.2", "p1"))
+    handle(store, config, dsn("quin@corp.test", "4.2.2", "q1"))
+    with store.Session.begin() as session:
+        subs.purge_subscriber(session, "pia@corp.test")
+    with store.Session() as session:
+        assert session.scalars(select(Bounce.address)).all() == ["quin@corp.test"]

@@ -212,7 +212,8 @@ def status(
     issue: Annotated[str | None, typer.Argument(help="Issue id, e.g. 2.4 (default: all).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show each issue's send state and counts per delivery state.
+    """Show each issue's send state, counts per delivery state, and how many of its
+    recipients bounced or complained.
 
     Example: digest-mailer status 2.4 --json
     """
@@ -221,15 +222,17 @@ def status(
     if as_json:
         print_json(rows[0] if issue else rows)
         return
-    table = Table("issue", "state", "tested", *DELIVERY_STATES, "subject")
+    table = Table("issue", "state", "tested", *DELIVERY_STATES, "bounced", "complained", "subject")
     for r in rows:
-        counts = r["counts"]
+        counts, bounces = r["counts"], r["bounces"]
         table.add_row(
             str(r["issue"]),
             str(r["state"]),
             "yes" if r["tested"] else "no",
-            *(str(counts[s]) for s in DELIVERY_STATES),
-            str(r["subject"]),  # type: ignore[index]
+            *(str(counts[s]) for s in DELIVERY_STATES),  # type: ignore[index]
+            str(bounces["bounced"]),  # type: ignore[index]
+            str(bounces["complained"]),  # type: ignore[index]
+            str(r["subject"]),
         )
     out.print(table)
 
