@@ -176,3 +176,20 @@ def smtp_section(port: int, connections: int = 2, extra: str = "") -> str:
 def send_env(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("DIGEST_MAILER_SECRET", SECRET)
     return SECRET
+
+
+@pytest.fixture
+def dovecot():  # type: ignore[no-untyped-def]
+    """A real IMAP server (Dovecot) on a loopback port, with a CA of the test's own."""
+    import shutil
+    import tempfile
+
+    from imap_server import DOVECOT, Dovecot
+
+    if not Path(DOVECOT).exists():
+        pytest.skip("Dovecot is not installed (.ci/run installs dovecot-imapd)")
+    folder = Path(tempfile.mkdtemp(prefix="digest-imap-"))
+    server = Dovecot(folder).start()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)

@@ -227,3 +227,33 @@ def test_no_mailbox_and_a_bad_key_are_one_line_each(
     refused = dm("send", dm.issue, "--test")  # type: ignore[attr-defined]
     assert refused.exit_code != 0 and "chmod 600" in refused.stderr
     assert "Traceback" not in refused.output and smtp_server.handler.received == []
+
+
+def test_bounces_are_read_from_their_own_imap_folder(
+    dm: Cli, smtp_server: SMTPServer, dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from imap_server import PASSWORD, USER
+
+    send_issue(dm)
+    paths = {r.rcpt: r.mail_from for r in smtp_server.handler.received[1:]}
+    conn = dovecot.connect()
+    conn.create("Bounces")
+    conn.logout()
+    dovecot.append(dsn_to(paths["r0@corp.test"], "r0@corp.test", "5.1.1", "imap-1"), "", "Bounces")
+    dovecot.append((DATA / "requests" / "s01-subject-only.eml").read_bytes())  # a request
+    monkeypatch.setenv("DIGEST_IMAP_PASSWORD", PASSWORD)
+    config = dm.config.read_text() + (
+        f'\n[inbox]\nimap_host = "127.0.0.1"\nimap_port = {dovecot.port}\nimap_user = "{USER}"\n'
+        f'imap_password_env = "DIGEST_IMAP_PASSWORD"\nimap_ca_file = "{dovecot.ca_file}"\n'
+        '\n[bounces]\nimap_folder = "Bounces"\nimap_processed_folder = "BouncesDone"\n'
+    )
+    dm.config.write_text(config)
+    done = json.loads(dm.ok("bounces", "process", "--json").stdout)  # [bounces] decides
+    assert [(d["address"], d["action"]) for d in done] == [("r0@corp.test", "bounced")]
+    assert dovecot.folder_state("Bounces") == []
+    moved = dovecot.folder_state("BouncesDone")
+    assert len(moved) == 1 and b"$DigestBounceProcessed" in moved[0][0]
+    # the request mailbox was not touched: its message still waits for `requests process`
+    inbox = dovecot.folder_state("INBOX")
+    assert len(inbox) == 1 and b"$DigestProcessed" not in inbox[0][0]
+    assert json.loads(dm.ok("bounces", "process", "--imap", "--json").stdout) == []

@@ -3,8 +3,6 @@
 import json
 import mailbox
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -107,19 +105,6 @@ def test_bad_input_is_one_line(req_cli: Cli, tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- IMAP (Dovecot)
-
-
-@pytest.fixture
-def dovecot():  # type: ignore[no-untyped-def]
-    from imap_server import DOVECOT, Dovecot
-
-    if not Path(DOVECOT).exists():
-        pytest.skip("Dovecot is not installed (.ci/run installs dovecot-imapd)")
-    folder = Path(tempfile.mkdtemp(prefix="digest-imap-"))
-    server = Dovecot(folder).start()
-    yield server
-    server.stop()
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def imap_cli(req_cli: Cli, dovecot, ca: bool = True, password: str = "") -> Cli:  # type: ignore[no-untyped-def]
