@@ -98,6 +98,12 @@ class BouncesConfig:
 
 
 @dataclass(frozen=True)
+class WorkersConfig:
+    lease_seconds: float = 60.0
+    claim_batch: int = 200
+
+
+@dataclass(frozen=True)
 class SubscribersConfig:
     allow_test_domains: bool = False
 
@@ -106,7 +112,11 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("smtp", "security"): ("starttls", "ssl", "none"),
     ("inbox", "imap_security"): ("ssl", "starttls", "none"),
 }
-POSITIVE: set[tuple[str, str]] = {("smtp", "connections"), ("smtp", "max_attempts")}
+POSITIVE: set[tuple[str, str]] = {
+    ("smtp", "connections"),
+    ("smtp", "max_attempts"),
+    ("workers", "claim_batch"),
+}
 NON_NEGATIVE: set[tuple[str, str]] = {
     ("smtp", "port"),
     ("smtp", "max_per_second"),
@@ -117,6 +127,7 @@ NON_NEGATIVE: set[tuple[str, str]] = {
     ("bounces", "soft_weight"),
 }
 ABOVE_ZERO: set[tuple[str, str]] = {
+    ("workers", "lease_seconds"),
     ("bounces", "bounce_threshold"),
     ("bounces", "no_such_user_threshold"),
     ("bounces", "bounce_reset_days"),
@@ -137,6 +148,7 @@ class Config:
     subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
 
     def path(self, value: str) -> Path:
         """A path from the file, made absolute against the config file's folder."""

@@ -112,7 +112,7 @@ class MaildirSource(MessageSource):
         self._box = mailbox.Maildir(str(path), factory=None, create=False)
 
     def messages(self) -> Iterator[tuple[str, bytes]]:
-        for key in sorted(self._box.iterkeys()):
+        for key in sorted(self._box.iterkeys(), key=_arrival):
             try:
                 yield key, self._box.get_bytes(key)
             except KeyError:  # removed by another program meanwhile
@@ -123,6 +123,15 @@ class MaildirSource(MessageSource):
 
     def close(self) -> None:
         self._box.close()
+
+
+def _arrival(key: str) -> tuple[int, int, str]:
+    """Maildir names start ``SECONDS.M<microseconds>…`` with the microseconds not
+    zero-padded, so a plain sort can put a later message first."""
+    match = re.match(r"(\d+)(?:\.M(\d+))?", key)
+    if match is None:
+        return (1 << 62, 0, key)
+    return (int(match.group(1)), int(match.group(2) or 0), key)
 
 
 def _imap_error(exc: BaseException) -> str:

@@ -141,7 +141,16 @@ class Event(Base):
 
 
 ISSUE_STATES = ("draft", "tested", "sending", "paused", "sent")
-DELIVERY_STATES = ("queued", "sending", "sent", "deferred", "failed", "uncertain", "skipped")
+DELIVERY_STATES = (
+    "queued",
+    "claimed",
+    "sending",
+    "sent",
+    "deferred",
+    "failed",
+    "uncertain",
+    "skipped",
+)
 FINAL_DELIVERY_STATES = ("sent", "failed", "uncertain", "skipped")
 
 
@@ -186,6 +195,26 @@ class Delivery(Base):
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # with several senders (PostgreSQL): which worker holds or held the row, and until
+    # when its claim stands unless renewed
+    worker_id: Mapped[str | None] = mapped_column(String(80))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SendWorker(Base):
+    """One `send --worker` process taking part in an issue's send."""
+
+    __tablename__ = "send_workers"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    issue_id: Mapped[str] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"), index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    connections: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))  # running | finished | stopped
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TestSend(Base):

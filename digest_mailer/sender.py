@@ -58,6 +58,7 @@ from digest_mailer.models import (
     Bounce,
     Delivery,
     Issue,
+    SendWorker,
     Subscriber,
     TestSend,
     UTCDateTime,
@@ -178,9 +179,20 @@ def prepare_send(
     skip_test: bool = False,
     resend_uncertain: bool = False,
     allow_changed: bool = False,
+    worker: bool = False,
 ) -> SendPlan:
-    """Check that the send may start (or resume), recover a crashed run, queue recipients."""
+    """Check that the send may start (or resume), recover a crashed run, queue recipients.
+
+    ``worker``: start or join a send shared by several processes (PostgreSQL; see
+    :mod:`digest_mailer.workers`); only rows of workers whose lease ran out are recovered.
+    """
     refuse_on_lint_errors(composed)
+    if worker:
+        from digest_mailer.workers import lock_issue
+
+        lock_issue(session, composed.issue_id)
+    else:
+        refuse_while_workers_run(session, composed.issue_id)
     issue = record_issue(session, composed)
     notes: list[str] = []
     resuming = issue.state in ("sending", "paused", "sent")
@@ -205,7 +217,12 @@ def prepare_send(
             )
         issue.skipped_test = True
         notes.append("sent without a test send (--skip-test)")
-    recovered = recover_crashed(session, issue.id)
+    if worker:
+        from digest_mailer.workers import expire_leases
+
+        recovered = expire_leases(session, issue.id, utcnow())
+    else:
+        recovered = recover_crashed(session, issue.id)
     requeued = 0
     if resend_uncertain:
         requeued = session.execute(
@@ -224,7 +241,10 @@ def prepare_send(
     open_rows = session.scalar(
         select(func.count())
         .select_from(Delivery)
-        .where(Delivery.issue_id == issue.id, Delivery.state.in_(("queued", "deferred")))
+        .where(
+            Delivery.issue_id == issue.id,
+            Delivery.state.in_(("queued", "deferred", "claimed", "sending")),
+        )
     )
     if resuming and not open_rows and issue.state != "sent":
         issue.state, issue.finished_at = "sent", issue.finished_at or utcnow()
@@ -241,8 +261,31 @@ def prepare_send(
     )
 
 
+def refuse_while_workers_run(session: Session, issue_id: str) -> None:
+    live = session.scalar(
+        select(func.count())
+        .select_from(SendWorker)
+        .where(
+            SendWorker.issue_id == issue_id,
+            SendWorker.state == "running",
+            SendWorker.lease_until >= utcnow(),
+        )
+    )
+    if live:
+        raise SendRefused(
+            f"{live} worker(s) are sending issue {issue_id}: join them with "
+            "`send --yes --worker`, or wait until they finish"
+        )
+
+
 def recover_crashed(session: Session, issue_id: str) -> list[str]:
-    """Rows left ``sending`` by a process that died become ``uncertain``; returns them."""
+    """Rows left ``sending`` by a process that died become ``uncertain``; returns them.
+    Rows a dead worker had only claimed go back to the queue."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.issue_id == issue_id, Delivery.state == "claimed")
+        .values(state="queued", worker_id=None, lease_until=None)
+    )
     rows = session.execute(
         select(Delivery.id, Delivery.address).where(
             Delivery.issue_id == issue_id, Delivery.state == "sending"
@@ -491,7 +534,13 @@ async def send_with_reconnects(
 
 class _SendLoop:
     """One thread, one event loop: the database steps run between SMTP events, so the
-    connections never wait for a lock held by the bookkeeping, nor it for them."""
+    connections never wait for a lock held by the bookkeeping, nor it for them.
+
+    :class:`digest_mailer.workers.WorkerLoop` shares a send between processes; it
+    overrides the hooks marked below."""
+
+    # hook: the state of a row waiting for a retry within this run
+    RETRY_STATE = "deferred"
 
     def __init__(
         self,
@@ -609,6 +658,14 @@ class _SendLoop:
             for job in itertools.islice(self.candidates, self.connections):
                 self._prepare(job)
 
+    # -- hooks
+    def _statements(self) -> tuple[Any, Any]:
+        """The statements that claim a row for its SMTP transaction, or skip it."""
+        return _CLAIM, _SKIP
+
+    def _claim_params(self, now: datetime) -> dict[str, Any]:
+        return {}
+
     # -- one group commit: outcomes that came in, new claims
     def _commit(self, finished: list[tuple[_Job, Outcome]], picked: list[_Job]) -> list[bool]:
         """Record outcomes and claim the picked rows as ``sending`` in one transaction.
@@ -630,6 +687,7 @@ class _SendLoop:
 
     def _claim(self, cursor: Any, job: _Job, now: datetime) -> bool:
         params = {"b_id": job.delivery_id, "message_id": job.message_id, "now": now}
+        params.update(self._claim_params(now))
         if self.claim.execute(cursor, params) == 1:
             return True
         self.skip.execute(cursor, params)
@@ -650,6 +708,7 @@ class _SendLoop:
                 if tries < self.max_attempts:
                     due = clock + self.retry_base * 2 ** (tries - 1)
                     heapq.heappush(self.retry_heap, (due, next(self.seq), job))
+                    state = self.RETRY_STATE
                 else:
                     self.done += 1
             elif kind in ("unavailable", "fatal"):
@@ -716,8 +775,9 @@ class _SendLoop:
             issue.updated_at = utcnow()
         with self.store.engine.connect() as conn:
             self.conn = conn
-            self.claim = FastStatement(_CLAIM, conn.dialect)
-            self.skip = FastStatement(_SKIP, conn.dialect)
+            claim, skip = self._statements()
+            self.claim = FastStatement(claim, conn.dialect)
+            self.skip = FastStatement(skip, conn.dialect)
             self.record = FastStatement(_RECORD, conn.dialect)
             self.bounce = FastStatement(_BOUNCE, conn.dialect)
             run_coroutine(self._main())
@@ -968,9 +1028,42 @@ def issue_status(session: Session, issue_id: str | None = None) -> list[dict[str
                 "counts": delivery_counts(session, issue.id),
                 # subscribers whose delivery of this issue bounced, or who complained
                 "bounces": issue_bounce_counts(session, issue.id),
+                "workers": worker_status(session, issue.id),
                 "started_at": issue.started_at.isoformat() if issue.started_at else None,
                 "finished_at": issue.finished_at.isoformat() if issue.finished_at else None,
                 "note": issue.note,
+            }
+        )
+    return out
+
+
+def worker_status(session: Session, issue_id: str) -> list[dict[str, object]]:
+    """The workers that took part in an issue's send, each with its delivery counts."""
+    per_worker: dict[str, dict[str, int]] = {}
+    for worker_id, state, n in session.execute(
+        select(Delivery.worker_id, Delivery.state, func.count())
+        .where(Delivery.issue_id == issue_id, Delivery.worker_id.is_not(None))
+        .group_by(Delivery.worker_id, Delivery.state)
+    ):
+        per_worker.setdefault(worker_id, dict.fromkeys(DELIVERY_STATES, 0))[state] = n
+    now = utcnow()
+    out = []
+    for w in session.scalars(
+        select(SendWorker).where(SendWorker.issue_id == issue_id).order_by(SendWorker.started_at)
+    ):
+        state = w.state
+        if state == "running" and w.lease_until < now:
+            state = "lost"
+        out.append(
+            {
+                "id": w.id,
+                "host": w.host,
+                "pid": w.pid,
+                "connections": w.connections,
+                "state": state,
+                "started_at": w.started_at.isoformat(),
+                "heartbeat_at": w.heartbeat_at.isoformat(),
+                "counts": per_worker.get(w.id, dict.fromkeys(DELIVERY_STATES, 0)),
             }
         )
     return out

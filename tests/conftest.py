@@ -27,6 +27,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store' / 'digest.db'}"
         return
+    yield from _pg_schema()
+
+
+@pytest.fixture
+def pg_database_url():
+    """PostgreSQL only (a schema of the test's own), for what SQLite cannot do."""
+    if not PG_URL:
+        pytest.skip("set DIGEST_MAILER_TEST_DATABASE_URL to a PostgreSQL database")
+    yield from _pg_schema()
+
+
+def _pg_schema():  # type: ignore[no-untyped-def]
     schema = f"t_{uuid.uuid4().hex[:16]}"
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

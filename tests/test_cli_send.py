@@ -57,6 +57,7 @@ def test_test_send_then_send_then_report(
     assert len(status["fingerprint"]) == 64
     assert status["counts"] == {
         "queued": 0,
+        "claimed": 0,
         "sending": 0,
         "sent": 6,
         "deferred": 0,

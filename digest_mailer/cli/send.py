@@ -14,7 +14,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from digest_mailer import composer, sender
+from digest_mailer import composer, sender, workers
 from digest_mailer.capture import start_capture
 from digest_mailer.cli.compose import print_findings
 from digest_mailer.cli.state import err, out, print_json, state, warn
@@ -77,16 +77,23 @@ def send(
     allow_changed: Annotated[
         bool, typer.Option("--allow-changed", help="Resume even though the issue changed.")
     ] = False,
+    worker: Annotated[
+        bool,
+        typer.Option("--worker", help="Share the send with other --worker processes (PostgreSQL)."),
+    ] = False,
 ) -> None:
     """Send an issue: first --test to the seed list, then to every active subscriber.
 
     The send log records every recipient; after a crash, Ctrl-C or a lost server the same
-    command resumes and sends to nobody twice.
+    command resumes and sends to nobody twice. With --worker, run the same command on
+    several machines: they share the send through PostgreSQL.
 
     Example: digest-mailer send vol-2.4.txt --test && digest-mailer send vol-2.4.txt
     """
     st = state(ctx)
     config = st.config
+    if worker:
+        workers.require_postgresql(st.store())
     composed = composer.compose_file(issue_file, config)
     secret = signing_secret(config)
     signer = DkimSigner.from_config(config)  # a bad key stops here, before anything is sent
@@ -112,6 +119,7 @@ def send(
             skip_test=skip_test,
             resend_uncertain=resend_uncertain,
             allow_changed=allow_changed,
+            worker=worker,
         )
         if plan.recovered_uncertain:
             warn(
@@ -137,8 +145,11 @@ def send(
             f"nothing to send: issue {plan.issue_id} is {done['state']} ({summary})", markup=False
         )
         return
-    report = _run_with_progress(st, plan, composed, settings, secret, signer)
+    report = _run_with_progress(st, plan, composed, settings, secret, signer, worker)
     _print_report(report)
+    if worker and report.state == "sending" and not report.paused_reason:
+        out.print("this worker is done; other workers are finishing theirs", markup=False)
+        return
     if report.state != "sent":
         raise sender.SendPaused(
             f"send paused: {report.paused_reason or 'not finished'}; nothing was lost: run "
@@ -168,7 +179,7 @@ def _test_send(st, composed, secret: bytes, to: list[str]) -> None:  # type: ign
         raise sender.SendPaused("not every test message was accepted; fix that, then test again")
 
 
-def _run_with_progress(st, plan, composed, settings, secret, signer):  # type: ignore[no-untyped-def]
+def _run_with_progress(st, plan, composed, settings, secret, signer, worker):  # type: ignore[no-untyped-def]
     stop = threading.Event()
     template = MessageTemplate(composed, st.config, signer=signer)
     columns = (
@@ -186,7 +197,8 @@ def _run_with_progress(st, plan, composed, settings, secret, signer):  # type: i
             elapsed = max(time.monotonic() - started, 1e-6)
             progress.update(task, completed=done, total=max(total, 1), rate=done / elapsed)
 
-        return sender.run_send(
+        run = workers.run_worker if worker else sender.run_send
+        return run(
             st.store(),
             plan.issue_id,
             st.config,
