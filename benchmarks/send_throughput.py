@@ -7,6 +7,8 @@ runs in a child process so its peak memory (ru_maxrss) is its own.
 
     python benchmarks/send_throughput.py [--subscribers 20000] [--connections 1 4]
         [--memory-check 100000] [--database-url URL] [--dkim]
+    python benchmarks/send_throughput.py --database-url postgresql+psycopg://… \
+        --workers 1 2 4 --connections 2 --subscribers 100000
 
 Targets: sender/bare ratio >= 0.8, peak memory < 200 MB, not growing with the list size.
 With --dkim the same send runs again with DKIM signing on, and the signing cost per
@@ -138,6 +140,7 @@ def setup_store(config_path: Path, subscribers: int) -> None:
     with engine.begin() as conn:  # a fresh schema each time on a shared server
         if engine.dialect.name != "sqlite":
             for table in (
+                "send_workers",
                 "bounces",
                 "replies",
                 "confirmations",
@@ -205,6 +208,70 @@ def child_send(config_path: str, issue_path: str) -> dict[str, float]:
         "seconds": t2 - t1,
         "queue_seconds": t1 - t0,
         "message_bytes": size,
+    }
+
+
+def child_worker(config_path: str, issue_path: str, start_at: str) -> dict[str, float]:
+    """One `send --worker` process; all workers start their send at ``start_at``."""
+    from digest_mailer import composer, db, sender
+    from digest_mailer.config import load_config
+    from digest_mailer.message import MessageTemplate
+    from digest_mailer.transport import SMTPSettings, SMTPTransport
+    from digest_mailer.workers import run_worker
+
+    config = load_config(config_path)
+    store = db.open_store(config.database_url)
+    composed = composer.compose_file(Path(issue_path), config)
+    template = MessageTemplate(composed, config)
+    settings = SMTPSettings.from_config(config)
+    time.sleep(max(0.0, float(start_at) - time.time()))
+    t0 = time.time()
+    with store.Session.begin() as session:
+        plan = sender.prepare_send(session, composed, skip_test=True, worker=True)
+    report = run_worker(
+        store, plan.issue_id, config, template, lambda: SMTPTransport(settings), SECRET.encode()
+    )
+    store.dispose()
+    counts = report.counts
+    return {"state_sent": float(report.state == "sent"), "sent": counts["sent"], "start": t0,
+            "end": time.time()}  # fmt: skip
+
+
+def measure_workers(
+    subscribers: int, workers: int, connections: int, database_url: str
+) -> dict[str, float]:
+    """N worker processes with ``connections`` each, against the bare loop with N x that."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        issue = folder / "vol-2.4.txt"
+        write_issue(issue)
+        sink = Sink(False)
+        config = write_config(folder, sink.port, connections, database_url)
+        setup_store(config, subscribers)
+        message = prebuilt_message(folder, config, issue)
+        total = workers * connections
+        bare = run_child("bare", str(sink.port), str(total), str(subscribers), str(message))
+        start_at = str(time.time() + 3.0)
+        env = {**os.environ, "DIGEST_MAILER_SECRET": SECRET}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--child", "worker", str(config), str(issue), start_at],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for _ in range(workers)
+        ]
+        results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        received = sink.stop()
+    assert received == 2 * subscribers, received
+    sent = sum(r["sent"] for r in results) / workers  # each reports the shared counts
+    assert sent == subscribers, results
+    seconds = max(r["end"] for r in results) - min(r["start"] for r in results)
+    return {
+        "bare_rate": bare["sent"] / bare["seconds"],
+        "rate": subscribers / seconds,
+        "peak_mb": max(r["peak_mb"] for r in results),
     }
 
 
@@ -346,6 +413,14 @@ def main() -> None:
     parser.add_argument(
         "--dkim", action="store_true", help="also send with DKIM signing and time the signing"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="PostgreSQL: N `send --worker` processes, each with --connections' first value",
+    )
     parser.add_argument("--sink", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -354,11 +429,31 @@ def main() -> None:
         return
     if args.child:
         kind, *rest = args.child
-        result = child_send(*rest) if kind == "send" else child_bare(*rest)
+        child = {"send": child_send, "bare": child_bare, "worker": child_worker}[kind]
+        result = child(*rest)
         result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
     import statistics
+
+    if args.workers:
+        if not args.database_url.startswith("postgresql"):
+            parser.error("--workers needs --database-url postgresql+psycopg://…")
+        per = args.connections[0]
+        print(f"subscribers: {args.subscribers:,}; PostgreSQL; {per} connection(s) per worker")
+        for n in args.workers:
+            runs = [
+                measure_workers(args.subscribers, n, per, args.database_url)
+                for _ in range(args.rounds)
+            ]
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            print(
+                f"workers {n} ({n * per} connections): bare smtplib {med['bare_rate']:,.0f}/s; "
+                f"digest-mailer {med['rate']:,.0f}/s; ratio {med['rate'] / med['bare_rate']:.2f}; "
+                f"peak per worker {med['peak_mb']:.0f} MB",
+                flush=True,
+            )
+        return
 
     print(
         f"subscribers: {args.subscribers:,}; database: {args.database_url or 'SQLite file'}; "

@@ -223,3 +223,73 @@ def test_a_single_sender_waits_for_live_workers(pg_store: db.Store, newsletter_c
     with store.Session.begin() as session:  # a worker may join
         plan = prepare_send(session, composed, skip_test=True, worker=True)
     assert plan.resuming
+
+
+def _worker_setup(store: db.Store, tmp_path: Path, url: str, port: int, people: int):  # type: ignore[no-untyped-def]
+    from digest_mailer import composer
+    from digest_mailer.config import load_config
+
+    config = load_config(workers_config(tmp_path, url, port))
+    with store.Session.begin() as session:
+        subs.add_subscribers(
+            session, [f"w{i:02d}@corp.test" for i in range(people)], allow_test_domains=True
+        )
+    composed = composer.compose_file(ISSUE, config)
+    return config, composed
+
+
+def _run_one_worker(store, config, composed, stop=None):  # type: ignore[no-untyped-def]
+    from digest_mailer.message import MessageTemplate
+    from digest_mailer.transport import SMTPSettings, SMTPTransport
+    from digest_mailer.workers import run_worker
+
+    with store.Session.begin() as session:
+        plan = prepare_send(session, composed, skip_test=True, worker=True)
+    settings = SMTPSettings.from_config(config)
+    return run_worker(
+        store,
+        plan.issue_id,
+        config,
+        MessageTemplate(composed, config),
+        lambda: SMTPTransport(settings),
+        SECRET.encode(),
+        stop=stop,
+    )
+
+
+def test_a_worker_retries_refusals_and_records_permanent_ones(
+    pg_store: db.Store, pg_database_url: str, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    config, composed = _worker_setup(pg_store, tmp_path, pg_database_url, smtp_server.port, 30)
+    smtp_server.handler.temp_fail.update({"w03@corp.test": 1, "w07@corp.test": 2})
+    smtp_server.handler.perm_fail.add("w11@corp.test")
+    report = _run_one_worker(pg_store, config, composed)
+    assert report.state == "sent"
+    assert report.counts["sent"] == 29 and report.counts["failed"] == 1
+    assert report.counts["claimed"] == report.counts["deferred"] == 0
+    received = Counter(smtp_server.addresses())
+    assert received["w03@corp.test"] == received["w07@corp.test"] == 1
+    assert "w11@corp.test" not in received and len(received) == 29
+    with pg_store.Session() as session:
+        person = subs.find_subscriber(session, "w11@corp.test")
+        assert person is not None and person.status == "bounced"  # 5.1.1 at RCPT
+        (worker,) = session.scalars(select(SendWorker)).all()
+        assert worker.state == "finished"
+
+
+def test_a_stopped_worker_hands_its_claims_to_the_next(
+    pg_store: db.Store, pg_database_url: str, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    config, composed = _worker_setup(pg_store, tmp_path, pg_database_url, smtp_server.port, 40)
+    stop = threading.Event()
+    smtp_server.handler.on_message = lambda count: stop.set() if count >= 10 else None
+    first = _run_one_worker(pg_store, config, composed, stop=stop)
+    assert first.state == "paused" and first.paused_reason == "stopped by request"
+    assert first.counts["claimed"] == 0 and first.counts["queued"] > 0
+    smtp_server.handler.on_message = None
+    second = _run_one_worker(pg_store, config, composed)
+    assert second.state == "sent" and second.counts["sent"] == 40
+    assert Counter(smtp_server.addresses()) == Counter(f"w{i:02d}@corp.test" for i in range(40))
+    with pg_store.Session() as session:
+        states = sorted(session.scalars(select(SendWorker.state)).all())
+    assert states == ["finished", "stopped"]
