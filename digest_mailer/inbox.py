@@ -1,10 +1,12 @@
-"""Reading the request mailbox: an mbox file, a Maildir, or an IMAP folder.
+"""Reading the request mailbox and the bounce mailbox: an mbox file, a Maildir, or an
+IMAP folder.
 
 Each source yields ``(uid, raw bytes)`` and is told which messages were processed once
-their decisions are committed. mbox and Maildir are only read (processing them again is a
-no-op, by message key). On IMAP, processed messages get ``\\Seen`` and the keyword
-``$DigestProcessed`` (so a message a person already read in their mail client is still
-processed), and move to ``imap_processed_folder`` when one is set.
+their decisions are committed (:func:`process_in_chunks`). mbox and Maildir are only read
+(processing them again is a no-op, by message key). On IMAP, processed messages get
+``\\Seen`` and the keyword ``$DigestProcessed`` (``$DigestBounceProcessed`` in the bounce
+folder), so a message a person already read in their mail client is still processed, and
+move to the processed folder when one is set.
 """
 
 import imaplib
