@@ -30,6 +30,7 @@ and scored here (:func:`score_pending`).
 
 import base64
 import binascii
+import dataclasses
 import email
 import email.policy
 import email.utils
@@ -115,13 +116,7 @@ class BounceResult:
     action: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "message_id": self.message_id,
-            "address": self.address,
-            "kind": self.kind,
-            "status": self.status,
-            "action": self.action,
-        }
+        return dataclasses.asdict(self)
 
 
 # --------------------------------------------------------------------------- reading

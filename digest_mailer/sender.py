@@ -14,6 +14,7 @@ the outcome kinds; it knows nothing of SMTP itself.
 """
 
 import asyncio
+import hashlib
 import heapq
 import itertools
 import os
@@ -188,8 +189,6 @@ def prepare_send(
     """
     refuse_on_lint_errors(composed)
     if worker:
-        from digest_mailer.workers import lock_issue
-
         lock_issue(session, composed.issue_id)
     else:
         refuse_while_workers_run(session, composed.issue_id)
@@ -218,8 +217,6 @@ def prepare_send(
         issue.skipped_test = True
         notes.append("sent without a test send (--skip-test)")
     if worker:
-        from digest_mailer.workers import expire_leases
-
         recovered = expire_leases(session, issue.id, utcnow())
     else:
         recovered = recover_crashed(session, issue.id)
@@ -261,16 +258,66 @@ def prepare_send(
     )
 
 
-def refuse_while_workers_run(session: Session, issue_id: str) -> None:
-    live = session.scalar(
-        select(func.count())
-        .select_from(SendWorker)
+def lock_issue(session: Session, issue_id: str) -> None:
+    """Serialise the workers that start or join one issue's send (until commit)."""
+    key = int.from_bytes(hashlib.sha256(issue_id.encode()).digest()[:8], "big", signed=True)
+    session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+def expire_leases(db: Connection | Session, issue_id: str, now: datetime) -> list[str]:
+    """Rows of workers whose lease ran out: ``claimed`` back to ``queued``, ``sending``
+    to ``uncertain`` (returned, by address). Their workers are marked lost."""
+    lapsed = and_(_DELIVERIES.c.issue_id == issue_id, _DELIVERIES.c.lease_until < now)
+    db.execute(
+        update(_DELIVERIES)
+        .where(lapsed, _DELIVERIES.c.state == "claimed")
+        .values(state="queued", worker_id=None, lease_until=None)
+    )
+    uncertain = (
+        db.execute(
+            update(_DELIVERIES)
+            .where(lapsed, _DELIVERIES.c.state == "sending")
+            .values(
+                state="uncertain",
+                lease_until=None,
+                smtp_message="the worker sending it stopped during the SMTP transaction; "
+                "the server may have accepted the message",
+                updated_at=now,
+            )
+            .returning(_DELIVERIES.c.address)
+        )
+        .scalars()
+        .all()
+    )
+    db.execute(
+        update(SendWorker.__table__)
         .where(
             SendWorker.issue_id == issue_id,
             SendWorker.state == "running",
-            SendWorker.lease_until >= utcnow(),
+            SendWorker.lease_until < now,
         )
+        .values(state="lost")
     )
+    return list(uncertain)
+
+
+def live_workers(db: Connection | Session, issue_id: str, now: datetime) -> int:
+    return (
+        db.execute(
+            select(func.count())
+            .select_from(SendWorker)
+            .where(
+                SendWorker.issue_id == issue_id,
+                SendWorker.state == "running",
+                SendWorker.lease_until >= now,
+            )
+        ).scalar()
+        or 0
+    )
+
+
+def refuse_while_workers_run(session: Session, issue_id: str) -> None:
+    live = live_workers(session, issue_id, utcnow())
     if live:
         raise SendRefused(
             f"{live} worker(s) are sending issue {issue_id}: join them with "
@@ -909,32 +956,41 @@ _CLAIMABLE = and_(
     _DELIVERIES.c.id == bindparam("b_id"),
     or_(_DELIVERIES.c.state == "queued", _DELIVERIES.c.state == "deferred"),
 )
-# Claim one row for its SMTP transaction, only while its subscriber is still active.
-_CLAIM = (
-    update(_DELIVERIES)
-    .where(
-        _CLAIMABLE,
-        exists().where(
-            Subscriber.__table__.c.id == _DELIVERIES.c.subscriber_id,
-            Subscriber.__table__.c.status == "active",
-        ),
+
+
+def claim_statements(claimable: Any, **values: Any) -> tuple[Any, Any]:
+    """The statements that turn one claimable row ``sending`` (only while its subscriber
+    is still active; ``values`` are set too) or ``skipped`` (when no longer active)."""
+    claim = (
+        update(_DELIVERIES)
+        .where(
+            claimable,
+            exists().where(
+                Subscriber.__table__.c.id == _DELIVERIES.c.subscriber_id,
+                Subscriber.__table__.c.status == "active",
+            ),
+        )
+        .values(
+            state="sending",
+            attempts=_DELIVERIES.c.attempts + 1,
+            message_id=bindparam("message_id"),
+            updated_at=bindparam("now", type_=UTCDateTime()),
+            **values,
+        )
     )
-    .values(
-        state="sending",
-        attempts=_DELIVERIES.c.attempts + 1,
-        message_id=bindparam("message_id"),
-        updated_at=bindparam("now", type_=UTCDateTime()),
+    skip = (
+        update(_DELIVERIES)
+        .where(claimable)
+        .values(
+            state="skipped",
+            smtp_message="not sent: the subscriber is no longer active",
+            updated_at=bindparam("now", type_=UTCDateTime()),
+        )
     )
-)
-_SKIP = (
-    update(_DELIVERIES)
-    .where(_CLAIMABLE)
-    .values(
-        state="skipped",
-        smtp_message="not sent: the subscriber is no longer active",
-        updated_at=bindparam("now", type_=UTCDateTime()),
-    )
-)
+    return claim, skip
+
+
+_CLAIM, _SKIP = claim_statements(_CLAIMABLE)
 # A refusal of the recipient, recorded with its outcome; scored by score_pending.
 _BOUNCE_COLUMNS = (
     "report_key",

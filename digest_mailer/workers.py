@@ -16,7 +16,6 @@ over all live workers: each takes its share from the number recorded in ``send_w
 SQLite has one writer at a time and no row locks: there ``--worker`` is refused.
 """
 
-import hashlib
 import os
 import secrets
 import socket
@@ -26,8 +25,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 
 from digest_mailer.bounces import score_pending
 from digest_mailer.config import Config
@@ -40,7 +38,10 @@ from digest_mailer.sender import (
     SendReport,
     _Job,
     _SendLoop,
+    claim_statements,
     delivery_counts,
+    expire_leases,
+    live_workers,
 )
 from digest_mailer.transport import Transport
 
@@ -60,96 +61,13 @@ def worker_identity() -> str:
     return f"{socket.gethostname()[:50]}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def lock_issue(session: Session, issue_id: str) -> None:
-    """Serialise the workers that start or join one issue's send (until commit)."""
-    key = int.from_bytes(hashlib.sha256(issue_id.encode()).digest()[:8], "big", signed=True)
-    session.execute(select(func.pg_advisory_xact_lock(key)))
-
-
-def expire_leases(db: Connection | Session, issue_id: str, now: datetime) -> list[str]:
-    """Rows of workers whose lease ran out: ``claimed`` back to ``queued``, ``sending``
-    to ``uncertain`` (returned, by address). Their workers are marked lost."""
-    lapsed = and_(_D.c.issue_id == issue_id, _D.c.lease_until < now)
-    db.execute(
-        update(_D)
-        .where(lapsed, _D.c.state == "claimed")
-        .values(state="queued", worker_id=None, lease_until=None)
-    )
-    uncertain = (
-        db.execute(
-            update(_D)
-            .where(lapsed, _D.c.state == "sending")
-            .values(
-                state="uncertain",
-                lease_until=None,
-                smtp_message="the worker sending it stopped during the SMTP transaction; "
-                "the server may have accepted the message",
-                updated_at=now,
-            )
-            .returning(_D.c.address)
-        )
-        .scalars()
-        .all()
-    )
-    db.execute(
-        update(SendWorker.__table__)
-        .where(
-            SendWorker.issue_id == issue_id,
-            SendWorker.state == "running",
-            SendWorker.lease_until < now,
-        )
-        .values(state="lost")
-    )
-    return list(uncertain)
-
-
-def live_workers(db: Connection | Session, issue_id: str, now: datetime) -> int:
-    return (
-        db.execute(
-            select(func.count())
-            .select_from(SendWorker)
-            .where(
-                SendWorker.issue_id == issue_id,
-                SendWorker.state == "running",
-                SendWorker.lease_until >= now,
-            )
-        ).scalar()
-        or 0
-    )
-
-
-# A worker turns its own claimed row ``sending`` (only while the subscriber is active).
+# A worker turns only its own claimed rows ``sending`` (or ``skipped``).
 _MINE = and_(
     _D.c.id == bindparam("b_id"),
     _D.c.state == "claimed",
     _D.c.worker_id == bindparam("w"),
 )
-_CLAIM = (
-    update(_D)
-    .where(
-        _MINE,
-        exists().where(
-            Subscriber.__table__.c.id == _D.c.subscriber_id,
-            Subscriber.__table__.c.status == "active",
-        ),
-    )
-    .values(
-        state="sending",
-        attempts=_D.c.attempts + 1,
-        message_id=bindparam("message_id"),
-        lease_until=bindparam("lease", type_=UTCDateTime()),
-        updated_at=bindparam("now", type_=UTCDateTime()),
-    )
-)
-_SKIP = (
-    update(_D)
-    .where(_MINE)
-    .values(
-        state="skipped",
-        smtp_message="not sent: the subscriber is no longer active",
-        updated_at=bindparam("now", type_=UTCDateTime()),
-    )
-)
+_CLAIM, _SKIP = claim_statements(_MINE, lease_until=bindparam("lease", type_=UTCDateTime()))
 
 
 class WorkerLoop(_SendLoop):

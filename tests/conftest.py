@@ -68,10 +68,19 @@ def config_file(tmp_path: Path, database_url: str) -> Path:
 
 @pytest.fixture
 def store(database_url: str):
-    engine = db.make_engine(database_url)
+    yield from _initialised_store(database_url)
+
+
+@pytest.fixture
+def pg_store(pg_database_url: str):
+    yield from _initialised_store(pg_database_url)
+
+
+def _initialised_store(url: str):  # type: ignore[no-untyped-def]
+    engine = db.make_engine(url)
     db.upgrade(engine)
     engine.dispose()
-    opened = db.open_store(database_url)
+    opened = db.open_store(url)
     yield opened
     opened.dispose()
 

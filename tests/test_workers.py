@@ -56,16 +56,6 @@ def start_worker(config: Path, issue: Path) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.fixture
-def pg_store(pg_database_url: str):  # type: ignore[no-untyped-def]
-    engine = db.make_engine(pg_database_url)
-    db.upgrade(engine)
-    engine.dispose()
-    opened = db.open_store(pg_database_url)
-    yield opened
-    opened.dispose()
-
-
 def test_three_workers_one_killed_every_recipient_exactly_once(
     tmp_path: Path, pg_database_url: str, smtp_server: SMTPServer, send_env: str
 ) -> None:
