@@ -30,8 +30,7 @@ from pathlib import Path
 
 from digest_mailer import db
 from digest_mailer.config import load_config
-from digest_mailer.inbox import MboxSource
-from digest_mailer.requests import process_source
+from digest_mailer.inbox.sources import MboxSource
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "requests"
@@ -81,7 +80,8 @@ def main() -> None:
                 email.message_from_bytes(box.get_bytes(key), policy=email.policy.compat32)
             box.close()
             t1 = time.perf_counter()
-            results, _ = process_source(store, config, MboxSource(mbox), dry_run=True)
+            run, _ = process_inbox(store, config, MboxSource(mbox), dry_run=True)
+            results = run.results
             t2 = time.perf_counter()
             assert len(results) == args.messages
             run = subprocess.run(command, capture_output=True, env=os.environ, check=True)

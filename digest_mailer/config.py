@@ -75,6 +75,13 @@ class InboxConfig:
     imap_password_env: str = ""
     imap_folder: str = "INBOX"
     imap_processed_folder: str = ""
+    # mark and move every processed message, not only those acted on (a dedicated mailbox)
+    imap_move_all: bool = False
+    # the mail server whose Authentication-Results headers are trusted
+    authserv_id: str = ""
+    max_message_bytes: int = 10_000_000
+    confirmations_per_hour_per_domain: int = 20
+    confirmations_per_hour: int = 200
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,9 @@ class BouncesConfig:
     bounce_threshold: float = 3.0
     no_such_user_threshold: float = 1.0
     bounce_reset_days: int = 30
+    # score reports matched by the recipient address alone (no VERP token, no Message-ID
+    # of ours): off, because anyone can write such a report
+    trust_unverified: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,9 @@ POSITIVE: set[tuple[str, str]] = {
     ("smtp", "connections"),
     ("smtp", "max_attempts"),
     ("workers", "claim_batch"),
+    ("inbox", "max_message_bytes"),
+    ("inbox", "confirmations_per_hour_per_domain"),
+    ("inbox", "confirmations_per_hour"),
 }
 NON_NEGATIVE: set[tuple[str, str]] = {
     ("smtp", "port"),

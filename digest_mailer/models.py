@@ -234,12 +234,10 @@ class TestSend(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-REQUEST_LABELS = ("subscribe", "unsubscribe", "confirm", "bounce", "ignore", "review")
-REQUEST_STATES = ("done", "review", "resolved")
-
-
-class EmailRequest(Base):
-    """One message read from the request mailbox and what was decided about it.
+class InboxMessage(Base):
+    """One message read from the request mailbox and what was decided about it: its
+    :class:`~digest_mailer.kinds.Label` and :class:`~digest_mailer.kinds.InboxState`.
+    (The table keeps its first name, ``email_requests``.)
 
     ``message_key`` (the Message-ID, else a hash of the bytes) makes processing the same
     mailbox again change nothing. ``excerpt`` keeps what the sender wrote, for review;
@@ -304,6 +302,9 @@ class Reply(Base):
     )
     address: Mapped[str] = mapped_column(String(320))
     address_key: Mapped[str] = mapped_column(String(320), index=True)
+    # the mailbox without its +tag, and the domain: what confirmation caps count by
+    mailbox_key: Mapped[str] = mapped_column(String(320), index=True, server_default="")
+    domain: Mapped[str] = mapped_column(String(255), index=True, server_default="")
     kind: Mapped[str] = mapped_column(String(20))
     subject: Mapped[str] = mapped_column(Text)
     message_id: Mapped[str] = mapped_column(String(255))

@@ -10,20 +10,20 @@ import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.utils import parseaddr
-from functools import lru_cache
 from pathlib import Path
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from sqlalchemy import String, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from digest_mailer.addresses import _validate, address_key, normalize_address
 from digest_mailer.db import insert_many
 from digest_mailer.errors import InputError, NotFoundError
 from digest_mailer.models import (
     Bounce,
     Delivery,
-    EmailRequest,
     Event,
+    InboxMessage,
     MailingList,
     Reply,
     Subscriber,
@@ -34,32 +34,6 @@ from digest_mailer.models import (
 
 INACTIVE_STATUSES = ("unsubscribed", "bounced", "complained")
 CHUNK = 2000
-
-
-# --------------------------------------------------------------------------- addresses
-
-
-@lru_cache(maxsize=4096)
-def _validate(address: str, allow_test_domains: bool) -> str:
-    return validate_email(
-        address, check_deliverability=False, test_environment=allow_test_domains
-    ).normalized
-
-
-def normalize_address(address: str, *, allow_test_domains: bool = False) -> str:
-    """The address in canonical form (domain lower-cased, IDNA), or :class:`InputError`."""
-    text = address.strip()
-    if not text:
-        raise InputError("empty email address")
-    try:
-        return _validate(text, allow_test_domains)
-    except EmailNotValidError as exc:
-        raise InputError(f"{text!r} is not a valid email address: {exc}") from None
-
-
-def address_key(address: str) -> str:
-    """The unique key of an address: the same mailbox whatever its capitalisation."""
-    return address.casefold()
 
 
 # --------------------------------------------------------------------------- lists
@@ -212,9 +186,9 @@ def purge_subscriber(session: Session, address: str, *, actor: str = "cli") -> i
     # requests and replies from or about the address lose it and what the person wrote
     key = subscriber.email_key
     erased = f"erased-subscriber-{subscriber_id}"
-    for column in (EmailRequest.from_address, EmailRequest.address):
+    for column in (InboxMessage.from_address, InboxMessage.address):
         session.execute(
-            update(EmailRequest)
+            update(InboxMessage)
             .where(func.lower(column) == key)
             .values(from_address=erased, address=None, subject="", excerpt="", raw=None)
         )

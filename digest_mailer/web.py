@@ -32,8 +32,8 @@ from starlette.routing import Route
 from digest_mailer.composer import default_templates, render_template, template_environment
 from digest_mailer.config import Config
 from digest_mailer.db import Store
+from digest_mailer.inbox.actions import InboxContext, confirm_token, token_hash
 from digest_mailer.models import Confirmation, Subscriber
-from digest_mailer.requests import RequestContext, confirm_token, token_hash
 from digest_mailer.subscribers import set_status
 from digest_mailer.tokens import read_token
 
@@ -151,7 +151,7 @@ class WebApp:
 
     def confirm_page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        ctx = RequestContext(self.config)
+        ctx = InboxContext(self.config)
         with self.store.Session() as session:
             confirmation = self._confirmation(session, token)
             if confirmation is None:
@@ -168,7 +168,7 @@ class WebApp:
         return await run_in_threadpool(self._confirm, request.path_params["token"])
 
     def _confirm(self, token: str) -> Response:
-        ctx = RequestContext(self.config)
+        ctx = InboxContext(self.config)
         with self.store.Session.begin() as session:
             confirmation = self._confirmation(session, token)
             if confirmation is None:

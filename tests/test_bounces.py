@@ -10,9 +10,10 @@ from sqlalchemy import func, select
 
 from digest_mailer import bounces as bn
 from digest_mailer import subscribers as subs
+from digest_mailer.bounces import process as bp
 from digest_mailer.config import Config, load_config
 from digest_mailer.db import Store
-from digest_mailer.inbox import MaildirSource
+from digest_mailer.inbox.sources import MaildirSource
 from digest_mailer.message import make_message_id
 from digest_mailer.models import Bounce, Delivery, Event, Issue, Subscriber
 from digest_mailer.sender import queue_recipients
@@ -28,6 +29,10 @@ BOUNCES_NEWSLETTER = NEWSLETTER.replace(
     'postal_address = "Transit Lab, 9 Depot Road, Rivertown"\n'
     'bounce_address = "bounces@transit-lab.test"',
 )
+
+
+def process_bounces(*args, **kwargs):  # type: ignore[no-untyped-def]
+    return bp.process_bounces(*args, **kwargs).results
 
 
 def corpus_addresses() -> list[str]:
@@ -68,10 +73,10 @@ def fill(store: Store, config: Config, raw: bytes) -> bytes:
     return raw
 
 
-def handle(store: Store, config: Config, raw: bytes, now: datetime = NOW) -> list[bn.BounceResult]:
-    ctx = bn.BounceContext(config, now=now)
+def handle(store: Store, config: Config, raw: bytes, now: datetime = NOW) -> list[bp.BounceResult]:
+    ctx = bp.BounceContext(config, now=now)
     with store.Session.begin() as session:
-        return bn.handle_bounce_message(session, ctx, raw)
+        return bp.handle_bounce_message(session, ctx, raw)
 
 
 def status_of(store: Store, address: str) -> str:
@@ -155,10 +160,10 @@ def test_processing_the_mailbox_twice_changes_nothing_the_second_time(
 ) -> None:
     seed_sent_issue(store, config, corpus_addresses())
     folder = _corpus_maildir(store, config, tmp_path)
-    dry = bn.process_bounces(store, config, MaildirSource(folder), dry_run=True, now=NOW)
+    dry = process_bounces(store, config, MaildirSource(folder), dry_run=True, now=NOW)
     with store.Session() as session:
         assert session.scalar(select(func.count()).select_from(Bounce)) == 0
-    first = bn.process_bounces(store, config, MaildirSource(folder), now=NOW)
+    first = process_bounces(store, config, MaildirSource(folder), now=NOW)
     assert [r.as_dict() for r in first] == [r.as_dict() for r in dry]
     failures = sum(len(v) for v in REPORTS.values())
     assert sum(r.kind is not None for r in first) == failures
@@ -169,7 +174,7 @@ def test_processing_the_mailbox_twice_changes_nothing_the_second_time(
             sorted(session.execute(select(Subscriber.email_key, Subscriber.status)).all()),
         )
     assert counts[0] == failures
-    again = bn.process_bounces(store, config, MaildirSource(folder), now=NOW + timedelta(days=1))
+    again = process_bounces(store, config, MaildirSource(folder), now=NOW + timedelta(days=1))
     assert {r.action for r in again if r.kind} == {"none: already processed"}
     with store.Session() as session:
         assert (

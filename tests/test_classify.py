@@ -5,8 +5,9 @@ import tomllib
 import pytest
 from conftest import DATA
 
-from digest_mailer.classify import (
+from digest_mailer.inbox.classify import (
     OurAddresses,
+    Policy,
     Unreadable,
     decide,
     html_to_text,
@@ -17,6 +18,7 @@ from digest_mailer.classify import (
 CORPUS = DATA / "requests"
 EXPECTED = tomllib.loads((CORPUS / "expected.toml").read_text("utf-8"))
 OURS = OurAddresses.of("weekly@transit-lab.test", "bounces@transit-lab.test")
+POLICY = Policy(OURS)
 
 
 def test_corpus_is_large_and_covers_every_label() -> None:
@@ -32,7 +34,7 @@ def test_corpus_is_large_and_covers_every_label() -> None:
 def test_corpus_message_label(name: str) -> None:
     expected = EXPECTED["messages"][name]
     try:
-        verdict = decide(parse((CORPUS / name).read_bytes()), OURS)
+        verdict = decide(parse((CORPUS / name).read_bytes()), POLICY)
     except Unreadable:
         label, target = "review", None
     else:

@@ -12,16 +12,22 @@ from conftest import DATA, NEWSLETTER, write_config, write_mbox
 from smtp_server import SMTPServer
 from sqlalchemy import func, select
 
-from digest_mailer import requests as rq
 from digest_mailer import subscribers as subs
 from digest_mailer.config import load_config
 from digest_mailer.db import Store
-from digest_mailer.inbox import MaildirSource, MboxSource
-from digest_mailer.models import Confirmation, EmailRequest, Event, Reply, Subscriber, utcnow
+from digest_mailer.inbox import actions as rq
+from digest_mailer.inbox.sources import MaildirSource, MboxSource
+from digest_mailer.models import Confirmation, Event, InboxMessage, Reply, Subscriber, utcnow
 from digest_mailer.transport import SMTPSettings, SMTPTransport
 
 CORPUS = DATA / "requests"
 EXPECTED = tomllib.loads((CORPUS / "expected.toml").read_text("utf-8"))
+
+
+def process_source(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """The run's results and replies (held messages are among the results)."""
+    run, replies = rq.process_inbox(*args, **kwargs)
+    return run.results, replies
 
 
 @pytest.fixture
@@ -90,14 +96,14 @@ def test_ignored_bounced_and_reviewed_messages_change_nothing(
     before = snapshot(store)
     names = by_label("ignore", "bounce", "review")
     source = MboxSource(write_mbox(tmp_path / "quiet.mbox", names))
-    results, replies = rq.process_source(store, config, source, make_transport=smtp(config))
+    results, replies = process_source(store, config, source, make_transport=smtp(config))
     assert sorted(r.label for r in results) == sorted(
         EXPECTED["messages"][n]["label"] for n in names
     )
     assert snapshot(store) == before
     assert replies == [] and smtp_server.handler.received == []
     with store.Session() as session:
-        kept = session.scalars(select(EmailRequest).where(EmailRequest.label == "bounce")).all()
+        kept = session.scalars(select(InboxMessage).where(InboxMessage.label == "bounce")).all()
         assert len(kept) == len(by_label("bounce")) and all(r.raw for r in kept)
         held = rq.review_queue(session)
         assert len(held) == len(by_label("review"))
@@ -109,9 +115,7 @@ def test_the_whole_corpus_acts_as_expected_and_a_second_run_does_nothing(
     seed(store)
     names = sorted(EXPECTED["messages"])
     path = write_mbox(tmp_path / "all.mbox", names)
-    results, replies = rq.process_source(
-        store, config, MboxSource(path), make_transport=smtp(config)
-    )
+    results, replies = process_source(store, config, MboxSource(path), make_transport=smtp(config))
     assert len(results) == len(names)
     expected = [EXPECTED["messages"][n] for n in names]
     assert [r.label for r in results] == [e["label"] for e in expected]
@@ -149,11 +153,11 @@ def test_the_whole_corpus_acts_as_expected_and_a_second_run_does_nothing(
             select(Event).join(Subscriber).where(Subscriber.email_key == "ben@corp.test")
         ).all()[-1]
         assert event.actor == "email-request" and "u01-subject-only" in event.detail
-        assert session.scalar(select(func.count()).select_from(EmailRequest)) == len(names)
+        assert session.scalar(select(func.count()).select_from(InboxMessage)) == len(names)
 
     before = snapshot(store)
     received = len(smtp_server.handler.received)
-    again, replies_again = rq.process_source(
+    again, replies_again = process_source(
         store, config, MboxSource(path), make_transport=smtp(config)
     )
     assert {r.action for r in again} == {"none: already processed"}
@@ -167,7 +171,7 @@ def test_double_opt_in_round_trip_through_smtp(
     box = tmp_path / "Maildir"
     inbox = mailbox.Maildir(str(box))
     inbox.add((CORPUS / "s02-please-add-me.eml").read_bytes())
-    results, replies = rq.process_source(
+    results, replies = process_source(
         store, config, MaildirSource(box), make_transport=smtp(config)
     )
     assert [r.action for r in results] == ["pending: confirmation sent to carla.ruiz@mail.test"]
@@ -194,7 +198,7 @@ def test_double_opt_in_round_trip_through_smtp(
         + "\r\n"
     ).encode()
     inbox.add(reply)
-    results, _ = rq.process_source(store, config, MaildirSource(box), make_transport=smtp(config))
+    results, _ = process_source(store, config, MaildirSource(box), make_transport=smtp(config))
     assert [(r.label, r.action) for r in results] == [
         ("subscribe", "none: already processed"),
         ("confirm", "subscribed: confirmed"),
@@ -217,7 +221,7 @@ def test_one_reply_per_address_per_hour_and_expired_tokens(
             f"From: lee@mail.test\r\nSubject: subscribe\r\nMessage-ID: <ask{n}@mail.test>\r\n\r\n"
         ).encode()
         with store.Session.begin() as session:
-            return [rq.handle_message(session, rq.RequestContext(config, now=when), raw)]
+            return [rq.handle_message(session, rq.InboxContext(config, now=when), raw)]
 
     start = utcnow()
     assert ask(1, start)[0].action.startswith("pending: confirmation sent")
@@ -241,7 +245,7 @@ def test_one_reply_per_address_per_hour_and_expired_tokens(
     late = start + timedelta(days=8)
     raw = f"From: lee@mail.test\r\nSubject: Re: [token: {token}]\r\nMessage-ID: <c@m.test>\r\n\r\nok".encode()
     with store.Session.begin() as session:
-        result = rq.handle_message(session, rq.RequestContext(config, now=late), raw)
+        result = rq.handle_message(session, rq.InboxContext(config, now=late), raw)
     assert result.label == "confirm"
     assert result.action == "confirmation expired; pending: confirmation sent to lee@mail.test"
     assert status_of(store, "lee@mail.test") == "pending"
@@ -249,7 +253,7 @@ def test_one_reply_per_address_per_hour_and_expired_tokens(
 
 def test_unsubscribing_cancels_an_outstanding_confirmation(store: Store, config) -> None:
     now = utcnow()
-    ctx = rq.RequestContext(config, now=now)
+    ctx = rq.InboxContext(config, now=now)
     with store.Session.begin() as session:
         rq.start_subscription(session, ctx, "mo@mail.test", "", None, None)
         token = "cd" * 16
@@ -261,7 +265,7 @@ def test_unsubscribing_cancels_an_outstanding_confirmation(store: Store, config)
                 expires_at=now + timedelta(days=7),
             )
         )
-    later = rq.RequestContext(config, now=now + timedelta(hours=2))
+    later = rq.InboxContext(config, now=now + timedelta(hours=2))
     with store.Session.begin() as session:
         rq.unsubscribe(session, later, "mo@mail.test", None, None)
         assert rq.confirm_token(session, later, token).startswith("confirmation expired")
@@ -274,17 +278,17 @@ def test_dry_run_changes_and_sends_nothing(
     seed(store)
     before = snapshot(store)
     path = write_mbox(tmp_path / "all.mbox", sorted(EXPECTED["messages"]))
-    results, replies = rq.process_source(store, config, MboxSource(path), dry_run=True)
+    results, replies = process_source(store, config, MboxSource(path), dry_run=True)
     assert len(results) == len(EXPECTED["messages"]) and replies == []
     assert {r.label for r in results} >= {"subscribe", "unsubscribe", "confirm"}
     assert snapshot(store) == before and smtp_server.handler.received == []
     with store.Session() as session:
-        assert session.scalar(select(func.count()).select_from(EmailRequest)) == 0
+        assert session.scalar(select(func.count()).select_from(InboxMessage)) == 0
 
 
 def test_review_then_resolve(store: Store, config, smtp_server: SMTPServer) -> None:
     seed(store)
-    ctx = rq.RequestContext(config)
+    ctx = rq.InboxContext(config)
     with store.Session.begin() as session:
         for name in ("r01-change-of-address.eml", "r07-remove-another-address.eml"):
             rq.handle_message(session, ctx, (CORPUS / name).read_bytes())
@@ -295,13 +299,13 @@ def test_review_then_resolve(store: Store, config, smtp_server: SMTPServer) -> N
         ]
         change, remove = held[0].id, held[1].id
     with store.Session.begin() as session:
-        done = rq.resolve_request(session, ctx, change, "subscribe", "ron@newcorp.test")
+        done = rq.resolve_message(session, ctx, change, "subscribe", "ron@newcorp.test")
         assert done.action == "resolved by staff: pending: confirmation sent to ron@newcorp.test"
-        rq.resolve_request(session, ctx, remove, "unsubscribe", "carl@corp.test")
+        rq.resolve_message(session, ctx, remove, "unsubscribe", "carl@corp.test")
     with store.Session.begin() as session, pytest.raises(rq.InputError, match="not waiting"):
-        rq.resolve_request(session, ctx, change, "ignore")
+        rq.resolve_message(session, ctx, change, "ignore")
     with store.Session.begin() as session, pytest.raises(rq.NotFoundError):
-        rq.resolve_request(session, ctx, 9999, "ignore")
+        rq.resolve_message(session, ctx, 9999, "ignore")
     assert status_of(store, "carl@corp.test") == "unsubscribed"
     assert status_of(store, "ron@newcorp.test") == "pending"
     replies = rq.send_replies(store, config, SMTPTransport(SMTPSettings.from_config(config)))
@@ -314,7 +318,7 @@ def test_replies_wait_in_the_outbox_while_the_server_is_down(store: Store, confi
     server = SMTPServer()  # not started: connections are refused
     down = config.__class__(**{**config.__dict__, "smtp": config.smtp.__class__(
         **{**config.smtp.__dict__, "port": server.port})})  # fmt: skip
-    ctx = rq.RequestContext(down)
+    ctx = rq.InboxContext(down)
     with store.Session.begin() as session:
         rq.start_subscription(session, ctx, "nia@mail.test", "", None, None)
     replies = rq.send_replies(store, down, SMTPTransport(SMTPSettings.from_config(down)))
@@ -339,27 +343,27 @@ def test_a_broken_message_never_stops_the_run(store: Store, config, tmp_path: Pa
         b"From: ko@mail.test\r\nSubject: subscribe\r\nContent-Type: text/plain; charset=x-nope\r\n\r\nhi"
     )
     box.close()
-    results, _ = rq.process_source(store, config, MboxSource(path))
+    results, _ = process_source(store, config, MboxSource(path))
     assert [r.label for r in results] == ["review", "unsubscribe", "subscribe"]
 
 
 def test_an_invalid_address_is_held_for_review(store: Store, config) -> None:
     raw = b"From: joe@bad_domain.test\r\nSubject: subscribe\r\nMessage-ID: <j@x.test>\r\n\r\n"
     with store.Session.begin() as session:
-        result = rq.handle_message(session, rq.RequestContext(config), raw)
+        result = rq.handle_message(session, rq.InboxContext(config), raw)
         assert result.label == "review" and "not a valid email address" in result.reason
         assert [r.from_address for r in rq.review_queue(session)] == ["joe@bad_domain.test"]
     assert status_of(store, "joe@bad_domain.test") is None
 
 
 def test_purge_erases_requests_and_replies(store: Store, config) -> None:
-    ctx = rq.RequestContext(config)
+    ctx = rq.InboxContext(config)
     raw = (CORPUS / "s01-subject-only.eml").read_bytes()
     with store.Session.begin() as session:
         rq.handle_message(session, ctx, raw)
         subs.purge_subscriber(session, "carla@mail.test")
     with store.Session() as session:
-        request = session.scalars(select(EmailRequest)).one()
+        request = session.scalars(select(InboxMessage)).one()
         assert "carla" not in (request.from_address + (request.address or ""))
         assert session.scalar(select(func.count()).select_from(Reply)) == 0
         assert session.scalar(select(func.count()).select_from(Confirmation)) == 0
@@ -367,7 +371,7 @@ def test_purge_erases_requests_and_replies(store: Store, config) -> None:
 
 def test_reply_message_shape(store: Store, config) -> None:
     seed(store)
-    ctx = rq.RequestContext(config)
+    ctx = rq.InboxContext(config)
     incoming_raw = (CORPUS / "u02-please-remove.eml").read_bytes()
     with store.Session.begin() as session:
         rq.handle_message(session, ctx, incoming_raw)

@@ -21,10 +21,10 @@ from smtp_server import SMTPServer, free_port
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from digest_mailer import requests as rq
 from digest_mailer import subscribers as subs
 from digest_mailer.config import load_config
 from digest_mailer.db import Store
+from digest_mailer.inbox import actions as rq
 from digest_mailer.models import Confirmation, Event, utcnow
 from digest_mailer.tokens import make_token
 from digest_mailer.web import create_app, mask
@@ -152,7 +152,7 @@ def test_every_bad_token_gets_the_same_404(
 
 def test_confirmation_pages(client: TestClient, store: Store, config) -> None:  # type: ignore[no-untyped-def]
     now = utcnow()
-    ctx = rq.RequestContext(config, now=now)
+    ctx = rq.InboxContext(config, now=now)
     with store.Session.begin() as session:
         rq.start_subscription(session, ctx, "new@corp.test", "", None, None)
         person = subs.get_subscriber(session, "new@corp.test")

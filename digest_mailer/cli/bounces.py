@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 
 from digest_mailer import bounces
-from digest_mailer.cli.state import out, print_json, state
-from digest_mailer.inbox import open_source
+from digest_mailer.bounces.process import process_bounces
+from digest_mailer.cli.state import out, print_held, print_json, state
+from digest_mailer.inbox.sources import open_source
 
 app = typer.Typer(
     help="Bounces and complaints: read the bounce mailbox, list what was recorded.",
@@ -33,7 +34,9 @@ def process(
     as_json: JsonOption = False,
 ) -> None:
     """Read delivery reports (DSN, plain-text notices) and complaints (ARF), match each
-    to its delivery (VERP token, Message-ID, address) and score the subscriber.
+    to its delivery and score the subscriber, only on proof: our VERP token or the
+    Message-ID of a message we sent. Reports matched by the address alone are recorded
+    as unverified and change nobody.
 
     Without --mbox, --maildir or --imap, the [bounces] config decides. Reading the same
     reports again changes nothing.
@@ -44,9 +47,11 @@ def process(
     source = open_source(
         st.config, mbox=mbox, maildir=maildir, imap=imap, read_only=dry_run, bounces=True
     )
-    results = bounces.process_bounces(st.store(), st.config, source, dry_run=dry_run)
+    run = process_bounces(st.store(), st.config, source, dry_run=dry_run)
+    results = run.results
     if as_json:
         print_json([r.as_dict() for r in results])
+        print_held(run.held)
         return
     for r in results:
         what = f"{r.kind} {r.status}".strip() if r.kind else "-"
@@ -58,6 +63,14 @@ def process(
         + (" (dry run: nothing changed)" if dry_run else ""),
         markup=False,
     )
+    unverified = sum(r.proof == "unverified" for r in results)
+    if unverified:
+        out.print(
+            f"{unverified} unverified: no VERP token or Message-ID of ours, so nobody's "
+            "status changed (see `bounces list`; [bounces] trust_unverified)",
+            markup=False,
+        )
+    print_held(run.held)
 
 
 def _since(value: str | None) -> datetime | None:
@@ -91,9 +104,10 @@ def list_(
     if not rows:
         out.print("no bounces recorded" + (f" since {since}" if since else ""), markup=False)
         return
-    table = Table("time", "address", "kind", "status", "issue", "action", box=None)
+    table = Table("time", "address", "kind", "status", "issue", "proof", "action", box=None)
     for r in rows:
         table.add_row(
-            r["time"][:16], r["address"], r["kind"], r["status"], r["issue"] or "", r["action"]
-        )
+            r["time"][:16], r["address"], r["kind"], r["status"], r["issue"] or "",
+            r["matched_by"] or "-", r["action"],
+        )  # fmt: skip
     out.print(table)

@@ -7,11 +7,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from digest_mailer import requests as email_requests
-from digest_mailer.cli.state import State, err, out, print_json, state
-from digest_mailer.inbox import open_source
-from digest_mailer.models import REQUEST_LABELS
-from digest_mailer.requests import ReplyResult, RequestContext
+from digest_mailer.cli.state import State, err, out, print_held, print_json, state
+from digest_mailer.inbox import actions
+from digest_mailer.inbox.actions import InboxContext
+from digest_mailer.inbox.outbox import ReplyResult, send_replies
+from digest_mailer.inbox.sources import open_source
+from digest_mailer.kinds import Label
 from digest_mailer.transport import SMTPSettings, SMTPTransport
 
 app = typer.Typer(
@@ -58,9 +59,10 @@ def process(
     st = state(ctx)
     config = st.config
     source = open_source(config, mbox=mbox, maildir=maildir, imap=imap, read_only=dry_run)
-    results, replies = email_requests.process_source(
+    run, replies = actions.process_inbox(
         st.store(), config, source, dry_run=dry_run, make_transport=None if dry_run else _smtp(st)
     )
+    results = run.results
     if as_json:
         print_json([r.as_dict() for r in results])
     else:
@@ -70,7 +72,7 @@ def process(
                 markup=False,
             )
         counts = Counter(r.label for r in results)
-        summary = ", ".join(f"{counts[k]} {k}" for k in REQUEST_LABELS if counts[k]) or "none"
+        summary = ", ".join(f"{counts[k]} {k}" for k in Label if counts[k]) or "none"
         repeated = sum(r.action == "none: already processed" for r in results)
         if repeated:
             summary += f"; {repeated} already processed before"
@@ -79,6 +81,7 @@ def process(
             + (" (dry run: nothing changed, nothing sent)" if dry_run else ""),
             markup=False,
         )
+    print_held(run.held)
     _print_replies(replies)
 
 
@@ -89,7 +92,7 @@ def review(ctx: typer.Context, as_json: JsonOption = False) -> None:
     Example: digest-mailer requests review
     """
     with state(ctx).transaction() as session:
-        held = [email_requests.request_dict(r) for r in email_requests.review_queue(session)]
+        held = [actions.message_dict(r) for r in actions.review_queue(session)]
     if as_json:
         print_json(held)
         return
@@ -127,11 +130,11 @@ def resolve(
     st = state(ctx)
     make_transport = _smtp(st)  # a missing SMTP setting stops before anything changes
     with st.transaction() as session:
-        result = email_requests.resolve_request(
-            session, RequestContext(st.config), request_id, decision, address
+        result = actions.resolve_message(
+            session, InboxContext(st.config), request_id, decision, address
         )
     out.print(f"request #{request_id}: {result.action}", markup=False)
-    _print_replies(email_requests.send_replies(st.store(), st.config, make_transport()))
+    _print_replies(send_replies(st.store(), st.config, make_transport()))
 
 
 @app.command("list")
@@ -145,12 +148,12 @@ def list_(
 
     Example: digest-mailer requests list --label unsubscribe --json
     """
-    if label is not None and label not in REQUEST_LABELS:
-        raise typer.BadParameter(f"one of {', '.join(REQUEST_LABELS)}", param_hint="--label")
+    if label is not None and label not in set(Label):
+        raise typer.BadParameter(f"one of {', '.join(Label)}", param_hint="--label")
     with state(ctx).transaction() as session:
         rows = [
-            email_requests.request_dict(r)
-            for r in email_requests.list_requests(session, label=label, limit=limit)
+            actions.message_dict(r)
+            for r in actions.list_messages(session, label=label, limit=limit)
         ]
     if as_json:
         print_json(rows)

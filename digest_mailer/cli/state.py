@@ -1,7 +1,7 @@
 """What every command shares: the config, the store, the consoles, JSON output."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from digest_mailer.config import Config, load_config
 from digest_mailer.db import Store, open_store
+from digest_mailer.inbox.run import HeldMessage
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -63,3 +64,18 @@ def print_json(data: object) -> None:
 
 def warn(message: str) -> None:
     err.print(message, style="yellow", markup=False)
+
+
+def print_held(held: Sequence[HeldMessage]) -> None:
+    """Name, on stderr, the messages a mailbox run held for review because of errors."""
+    if not held:
+        return
+    err.print(
+        f"{len(held)} message(s) held for review because of errors "
+        "(see `digest-mailer requests review`):",
+        style="yellow",
+        markup=False,
+    )
+    for h in held:
+        who = h.sender or "(no sender)"
+        err.print(f"  {h.uid}: {who} {h.subject[:60]!r}: {h.error}", style="yellow", markup=False)

@@ -1,33 +1,34 @@
 """Reading the request mailbox and the bounce mailbox: an mbox file, a Maildir, or an
 IMAP folder.
 
-Each source yields ``(uid, raw bytes)`` and is told which messages were processed once
-their decisions are committed (:func:`process_in_chunks`). mbox and Maildir are only read
-(processing them again is a no-op, by message key). On IMAP, processed messages get
-``\\Seen`` and the keyword ``$DigestProcessed`` (``$DigestBounceProcessed`` in the bounce
-folder), so a message a person already read in their mail client is still processed, and
-move to the processed folder when one is set.
+Each source yields ``(uid, raw bytes)`` and is told which messages were processed, and
+which of them were acted on, once their decisions are committed
+(:func:`~digest_mailer.inbox.run.run_mailbox`). mbox and Maildir are only read (processing
+them again is a no-op, by message key).
+
+On IMAP every processed message gets the keyword ``$DigestProcessed``
+(``$DigestBounceProcessed`` in the bounce folder), so it is never read twice, even when a
+person already read it in their mail client. The request address may be somebody's
+everyday inbox, so only messages that were acted on (subscribe, unsubscribe, confirm,
+bounce) are also marked ``\\Seen`` and moved to the processed folder; ignored and held
+messages stay unread where they were, unless ``[inbox] imap_move_all`` is set.
+
+Pure: reading mailboxes imports nothing from the store.
 """
 
 import imaplib
 import mailbox
 import re
 import ssl
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
-
-from sqlalchemy.orm import Session
 
 from digest_mailer.config import Config
-from digest_mailer.db import Store
 from digest_mailer.errors import ConfigError, InputError
 from digest_mailer.transport import TransportError
 
 KEYWORD = "$DigestProcessed"
 BOUNCE_KEYWORD = "$DigestBounceProcessed"
-CHUNK = 200  # messages per commit
-T = TypeVar("T")
 
 
 class MessageSource:
@@ -38,50 +39,12 @@ class MessageSource:
     def messages(self) -> Iterator[tuple[str, bytes]]:  # pragma: no cover - a protocol
         raise NotImplementedError
 
-    def mark_processed(self, uids: Sequence[str]) -> None:  # pragma: no cover
-        raise NotImplementedError
+    def mark_processed(self, processed: Sequence[tuple[str, bool]]) -> None:
+        """``processed``: ``(uid, acted on)`` for each message whose decision committed."""
+        raise NotImplementedError  # pragma: no cover
 
     def close(self) -> None:  # pragma: no cover
         raise NotImplementedError
-
-
-def process_in_chunks(
-    store: Store,
-    source: MessageSource,
-    handle: Callable[[Session, bytes], list[T]],
-    *,
-    dry_run: bool = False,
-) -> list[T]:
-    """Run ``handle`` on every message of ``source``, then close it. Decisions commit in
-    chunks, and a message is marked processed at its source only after its chunk
-    committed: a crash loses nothing. ``dry_run`` rolls everything back."""
-    results: list[T] = []
-    try:
-        if dry_run:
-            with store.Session() as session:
-                for _, raw in source.messages():
-                    results += handle(session, raw)
-                session.rollback()
-            return results
-        for chunk in _chunks(source.messages(), CHUNK):
-            with store.Session.begin() as session:
-                for _, raw in chunk:
-                    results += handle(session, raw)
-            source.mark_processed([uid for uid, _ in chunk])
-    finally:
-        source.close()
-    return results
-
-
-def _chunks(items: Iterable[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
-    chunk: list[tuple[str, bytes]] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 class MboxSource(MessageSource):
@@ -99,7 +62,7 @@ class MboxSource(MessageSource):
         for key in keys:
             yield str(key), self._box.get_bytes(key)
 
-    def mark_processed(self, uids: Sequence[str]) -> None:
+    def mark_processed(self, processed: Sequence[tuple[str, bool]]) -> None:
         pass
 
     def close(self) -> None:
@@ -120,7 +83,7 @@ class MaildirSource(MessageSource):
             except KeyError:  # removed by another program meanwhile
                 continue
 
-    def mark_processed(self, uids: Sequence[str]) -> None:
+    def mark_processed(self, processed: Sequence[tuple[str, bool]]) -> None:
         pass
 
     def close(self) -> None:
@@ -155,6 +118,7 @@ class IMAPSource(MessageSource):
         folder: str | None = None,
         processed_folder: str | None = None,
         keyword: str = KEYWORD,
+        move_all: bool | None = None,
     ) -> None:
         box = config.inbox
         host = config.require("inbox", "imap_host")
@@ -164,6 +128,7 @@ class IMAPSource(MessageSource):
         self.name = f"IMAP {user}@{host}:{box.imap_port}/{folder}"
         self.read_only = read_only
         self.keyword = keyword
+        self.move_all = box.imap_move_all if move_all is None else move_all
         self.processed_folder = (
             box.imap_processed_folder if processed_folder is None else processed_folder
         )
@@ -214,10 +179,16 @@ class IMAPSource(MessageSource):
             if kind == "OK" and raw is not None:
                 yield uid.decode(), raw
 
-    def mark_processed(self, uids: Sequence[str]) -> None:
-        if not uids or self.read_only:
+    def mark_processed(self, processed: Sequence[tuple[str, bool]]) -> None:
+        if not processed or self.read_only:
             return
-        ids = ",".join(uids)
+        moved = [uid for uid, acted in processed if acted or self.move_all]
+        kept = [uid for uid, acted in processed if not (acted or self.move_all)]
+        if self._keywords and kept:  # never read twice, left unread and in place
+            self._conn.uid("STORE", ",".join(kept), "+FLAGS.SILENT", f"({self.keyword})")
+        if not moved:
+            return
+        ids = ",".join(moved)
         flags = f"(\\Seen {self.keyword})" if self._keywords else "(\\Seen)"
         self._conn.uid("STORE", ids, "+FLAGS.SILENT", flags)
         if self.processed_folder:
@@ -274,6 +245,7 @@ def open_source(
             folder=config.require("bounces", "imap_folder"),
             processed_folder=box.imap_processed_folder,
             keyword=BOUNCE_KEYWORD,
+            move_all=True,  # a folder of its own: every processed report is marked
         )
     if box.mbox:
         return MboxSource(config.path(box.mbox))
