@@ -6,10 +6,9 @@ report parsing) can use it.
 - :func:`normalize_address` gives email-validator's normalised form, which is what the
   store keeps: the domain lower-cased and in Unicode (``user@bücher.test``), the local
   part as written.
-- :func:`smtp_address` gives the form for the envelope and headers: the domain in ASCII
+- :func:`wire_address` gives the form for the envelope and headers: the domain in ASCII
   (A-labels, ``user@xn--bcher-kva.test``), and whether the local part still needs
-  SMTPUTF8 (RFC 6531) because it is not ASCII. :func:`wire_address` does the same with
-  IDNA 2008, as email-validator does; the sender uses it (see its docstring).
+  SMTPUTF8 (RFC 6531) because it is not ASCII (IDNA 2008, as email-validator checks).
 - :func:`find_addresses` scans text in linear time: it looks for ``@`` and grows each
   side within the lengths RFC 5321 allows, so no input makes it slow.
 """
@@ -80,25 +79,12 @@ class SMTPAddress:
 
 
 @lru_cache(maxsize=8192)
-def smtp_address(address: str) -> SMTPAddress:
-    """The envelope/header form of ``address``: the domain as A-labels."""
-    local, at, domain = address.rpartition("@")
-    if not at or not local:
-        raise UnencodableAddress(f"{address!r} has no local part and domain")
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError as exc:
-        raise UnencodableAddress(f"the domain of {address!r} is not valid IDNA: {exc}") from None
-    return SMTPAddress(f"{local}@{ascii_domain}", not local.isascii())
-
-
-@lru_cache(maxsize=8192)
 def wire_address(address: str) -> SMTPAddress:
-    """Like :func:`smtp_address`, but with the domain encoded the way email-validator
-    checked it when the address was stored: IDNA 2008 (UTS 46, non-transitional, the
-    ``idna`` package). Python's ``"idna"`` codec, which :func:`smtp_address` uses, is
-    IDNA 2003: it maps ``ß`` to ``ss`` and ``ς`` to ``σ``, so ``user@straße.test`` would
-    go to ``strasse.test``, another domain. Raises :class:`UnencodableAddress`."""
+    """The envelope/header form of ``address``: the domain as A-labels, encoded the way
+    email-validator checked it when the address was stored: IDNA 2008 (UTS 46,
+    non-transitional, the ``idna`` package). Python's own ``"idna"`` codec is IDNA 2003:
+    it maps ``ß`` to ``ss``, so ``user@straße.test`` would go to ``strasse.test``, another
+    domain. Raises :class:`UnencodableAddress`."""
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
         raise UnencodableAddress(f"{address!r} has no local part and domain")

@@ -25,8 +25,9 @@ class MaildirHandler:
             content = content.encode("utf-8", "surrogateescape")
         with self._lock:
             for rcpt in envelope.rcpt_tos:
+                # SMTPUTF8 addresses arrive as text; surrogates stand for bytes not UTF-8
                 head = f"Return-Path: <{envelope.mail_from}>\r\nDelivered-To: {rcpt}\r\n"
-                self.maildir.add(head.encode("utf-8") + content)
+                self.maildir.add(head.encode("utf-8", "surrogateescape") + content)
                 self.count += 1
         return "250 2.0.0 Message accepted"
 

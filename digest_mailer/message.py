@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
+from digest_mailer.addresses import UnencodableAddress, wire_address
 from digest_mailer.composer import UNSUBSCRIBE_PLACEHOLDER, ComposedIssue, one_line
 from digest_mailer.config import Config
 from digest_mailer.signing import DkimSigner
@@ -30,20 +31,41 @@ _TEXT = "x-dm-text-body-placeholder"
 _HTML = "x-dm-html-body-placeholder"
 
 
+_STAND_IN = "x-dm-utf8-address@placeholder.invalid"
+
+
 def domain_of(address: str) -> str:
-    return address.rpartition("@")[2] or "localhost"
+    """The domain of ``address`` as it goes into headers (A-labels), for Message-IDs."""
+    domain = address.rpartition("@")[2]
+    if not domain.isascii():
+        try:
+            domain = wire_address(f"x@{domain}").text[2:]
+        except UnencodableAddress:
+            pass  # left as it is; the sender refuses an address it cannot write
+    return domain or "localhost"
 
 
 def make_message_id(domain: str, *parts: object) -> str:
     """A unique Message-ID on the sender's domain: readable parts plus 64 random bits."""
     local = ".".join(str(p) for p in parts if p not in (None, ""))
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in local)
+    safe = "".join(ch if ch.isascii() and ch.isalnum() or ch in "-_." else "-" for ch in local)
     return f"<{safe}.{secrets.token_hex(8)}@{domain}>"
 
 
 def format_recipient(address: str, name: str = "") -> str:
-    """The To header value; a non-ASCII display name is RFC 2047 encoded."""
-    return formataddr((one_line(name), address), charset="utf-8")
+    """The To header value. The domain is written as A-labels (``user@xn--bcher-kva.test``);
+    a non-ASCII local part stays UTF-8 (RFC 6532: such a message may only go out with
+    SMTPUTF8, which the transport checks); a non-ASCII display name is RFC 2047 encoded.
+    Raises :class:`~digest_mailer.addresses.UnencodableAddress` (an ``InputError``) for a
+    domain that is not valid IDNA. An ASCII address costs one ``isascii()``."""
+    if address.isascii():
+        return formataddr((one_line(name), address), charset="utf-8")
+    wire = wire_address(address)  # cached
+    if not wire.utf8:
+        return formataddr((one_line(name), wire.text), charset="utf-8")
+    # formataddr insists on an ASCII address: format around a stand-in, then put it back
+    head, _, tail = formataddr((one_line(name), _STAND_IN), charset="utf-8").rpartition(_STAND_IN)
+    return f"{head}{wire.text}{tail}"
 
 
 def list_unsubscribe(unsubscribe_url: str, request_address: str) -> str:
@@ -109,7 +131,10 @@ class MessageTemplate:
         self.domain = domain_of(nl.from_address)
         self.has_one_click = bool(nl.public_url)
         msg = EmailMessage(policy=SMTP)
-        msg["From"] = Address(display_name=one_line(nl.from_name), addr_spec=nl.from_address)
+        from_address = nl.from_address
+        if not from_address.isascii():  # the domain as A-labels, as in the envelope
+            from_address = wire_address(from_address).text
+        msg["From"] = Address(display_name=one_line(nl.from_name), addr_spec=from_address)
         msg["To"] = _TO
         msg["Subject"] = one_line(subject_prefix + composed.subject)
         msg["Date"] = format_datetime(date or dt.datetime.now(dt.UTC))

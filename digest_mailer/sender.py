@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from digest_mailer.addresses import UnencodableAddress, wire_address
 from digest_mailer.bounces import (
     is_recipient_refusal,
     issue_bounce_counts,
@@ -437,16 +438,23 @@ def test_send(
     template = MessageTemplate(
         composed, config, subject_prefix="[TEST] ", signer=DkimSigner.from_config(config)
     )
-    messages = []
+    messages: list[tuple[str, str, bytes | Outcome]] = []
     for address, name, subscriber_id in recipients:
         message_id = make_message_id(template.domain, "test", composed.issue_id)
         url = template.unsubscribe_target(unsubscribe_url(config, secret, subscriber_id))
-        messages.append((address, message_id, template.render(address, name, message_id, url)))
+        try:
+            data: bytes | Outcome = template.render(address, name, message_id, url)
+        except UnencodableAddress as exc:  # that address fails alone
+            data = unsendable(exc)
+        messages.append((address, message_id, data))
 
     async def deliver_all() -> list[Outcome]:
         outcomes = []
         try:
             for address, _, data in messages:
+                if isinstance(data, Outcome):
+                    outcomes.append(data)
+                    continue
                 outcomes.append(
                     await send_with_reconnects(
                         transport,
@@ -497,7 +505,8 @@ def dry_run(
     secret: bytes,
 ) -> int:
     """Write every message the send would make through ``transport`` (then closed);
-    changes nothing."""
+    changes nothing. Returns how many were written: an address that cannot be written for
+    SMTP (its send would fail it) is left out."""
     template = MessageTemplate(composed, config, signer=DkimSigner.from_config(config))
     sent_already = select(Delivery.subscriber_id).where(
         Delivery.issue_id == composed.issue_id,
@@ -516,9 +525,12 @@ def dry_run(
         for row in rows:
             message_id = make_message_id(template.domain, composed.issue_id, "dry", row.id)
             url = template.unsubscribe_target(unsubscribe_url(config, secret, row.id))
-            data = template.render(row.email, row.name, message_id, url)
-            await transport.send(envelope_sender(config), row.email, data)
-            count += 1
+            try:
+                data = template.render(row.email, row.name, message_id, url)
+            except UnencodableAddress:
+                continue
+            outcome = await transport.send(envelope_sender(config), row.email, data)
+            count += outcome.kind == "sent"
         await transport.close()
         return count
 
@@ -537,11 +549,17 @@ class _Job:
     message_id: str = ""
     claimed: "asyncio.Future[bool] | None" = None
     data: "asyncio.Future[bytes] | None" = None  # the message, rendered (and signed) ahead
+    refusal: Outcome | None = None  # the address cannot be sent to: fail it, send nothing
 
     async def commit_point(self) -> bool:
         """Before the final dot: wait until the claim is committed (True) or refused."""
         assert self.claimed is not None
         return await asyncio.shield(self.claimed)
+
+
+def _refused(job: _Job) -> bool:
+    """The row's claim was refused (the subscriber is no longer active)."""
+    return job.claimed is not None and job.claimed.done() and not job.claimed.result()
 
 
 @dataclass
@@ -564,7 +582,9 @@ async def send_with_reconnects(
     commit: CommitPoint | None = None,
 ) -> Outcome:
     """Send, reconnecting with exponential backoff while the connection is the problem;
-    ``unavailable`` when it stays down; ``fatal`` for what no retry can fix."""
+    ``unavailable`` when it stays down; ``fatal`` for what no retry can fix. An address
+    that cannot be written for SMTP, or that needs SMTPUTF8 from a server without it, is
+    ``failed`` (stage ``rcpt``, no code) with nothing sent; the caller goes on."""
     try:
         outcome = await transport.send(envelope_from, address, data, commit)
         for attempt in range(CONNECT_RETRIES):
@@ -574,9 +594,17 @@ async def send_with_reconnects(
             outcome = await transport.send(envelope_from, address, data, commit)
     except TransportError as exc:
         return Outcome("fatal", None, str(exc))
+    except UnencodableAddress as exc:  # a transport that leaves the check to us
+        return unsendable(exc)
     if outcome.kind == "retry":
         return Outcome("unavailable", None, outcome.message)
     return outcome
+
+
+def unsendable(exc: UnencodableAddress) -> Outcome:
+    """The outcome of an address no SMTP server could take: failed, nothing sent. Not a
+    bounce (no server refused it), so it does not count against the subscriber."""
+    return Outcome("failed", None, f"not sent: {exc}", "rcpt")
 
 
 class _SendLoop:
@@ -686,9 +714,15 @@ class _SendLoop:
         """Render a message before its connection needs it: with DKIM, on the signing
         threads (OpenSSL releases the GIL), for the next messages too, so that signing
         overlaps the SMTP round trips. A retry sends the same message again."""
-        if job.data is not None:
+        if job.data is not None or job.refusal is not None:
             return
         job.message_id = make_message_id(self.template.domain, self.issue_id, job.delivery_id)
+        if not job.address.isascii():
+            try:
+                wire_address(job.address)  # cached: render and the transport reuse it
+            except UnencodableAddress as exc:
+                job.refusal = unsendable(exc)
+                return
         url = self.template.unsubscribe_target(
             unsubscribe_url(self.config, self.secret, job.subscriber_id)
         )
@@ -696,7 +730,10 @@ class _SendLoop:
         loop = asyncio.get_running_loop()
         if self.signing is None:
             job.data = loop.create_future()
-            job.data.set_result(self.template.render(*args))
+            try:
+                job.data.set_result(self.template.render(*args))
+            except Exception as exc:  # as on the signing threads: its connection reports it
+                job.data.set_exception(exc)
         else:
             job.data = loop.run_in_executor(self.signing, self.template.render, *args)
 
@@ -746,8 +783,8 @@ class _SendLoop:
         clock = time.monotonic()
         for job, outcome in finished:
             kind = outcome.kind
-            if kind == "cancelled":  # its claim was refused: already marked skipped
-                continue
+            if kind == "cancelled" or (kind not in ("unavailable", "fatal") and _refused(job)):
+                continue  # its claim was refused, nothing was sent: already marked skipped
             state = kind
             if kind == "deferred":
                 self.run_attempts[job.delivery_id] += 1
@@ -841,6 +878,9 @@ class _SendLoop:
             try:
                 while (job := await jobs.get()) is not None:
                     try:
+                        if job.refusal is not None:
+                            results.put_nowait((job, job.refusal))  # nothing goes out
+                            continue
                         assert job.data is not None
                         outcome = await send_with_reconnects(
                             transport,

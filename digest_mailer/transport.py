@@ -9,7 +9,9 @@ Every send ends in an :class:`Outcome`:
 
 - ``sent``: the server accepted the message (2xx after the end of DATA);
 - ``deferred``: a temporary refusal (4xx), try again later;
-- ``failed``: a permanent refusal (5xx);
+- ``failed``: a permanent refusal (5xx), or an address this server cannot take (no code,
+  stage ``rcpt``, nothing sent for it): a domain that is not IDNA, or a non-ASCII local
+  part when the server does not offer SMTPUTF8;
 - ``retry``: not delivered because the connection failed before the server could have
   accepted the message (refused, timed out, dropped before the end of DATA);
 - ``uncertain``: the whole message was sent but the answer never came, so the server may
@@ -20,6 +22,12 @@ Every send ends in an :class:`Outcome`:
 the final end-of-data dot has been transmitted. A server cannot accept a message before
 that dot, so a caller can do its bookkeeping while the bytes travel and still know nothing
 was delivered if it never said yes.
+
+Addresses arrive as the store keeps them (``user@bücher.test``) and go on the wire with
+the domain as A-labels (``user@xn--bcher-kva.test``); a non-ASCII local part goes out with
+``MAIL FROM:<…> SMTPUTF8`` (RFC 6531) only when the server offers SMTPUTF8. ASCII
+addresses, nearly all of them, cost an ``isascii()`` each; others are converted once
+(cached).
 
 The SMTP client here is deliberately small: EHLO, STARTTLS, AUTH PLAIN/LOGIN, MAIL, RCPT,
 DATA, RSET, QUIT, with timeouts on every read. No async SMTP library offers the commit
@@ -36,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from digest_mailer.addresses import UnencodableAddress, wire_address
 from digest_mailer.config import Config
 from digest_mailer.errors import DigestMailerError
 
@@ -60,6 +69,36 @@ class Outcome:
 
 
 CommitPoint = Callable[[], Awaitable[bool]]
+
+NEEDS_SMTPUTF8 = "the address needs SMTPUTF8 (a non-ASCII local part)"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """MAIL FROM and RCPT TO as they go on the wire: domains as A-labels; ``utf8`` when a
+    local part is not ASCII, so the transaction needs SMTPUTF8 (RFC 6531)."""
+
+    sender: str
+    recipient: str
+    utf8: bool
+
+
+def wire_envelope(envelope_from: str, recipient: str) -> "Envelope | Outcome":
+    """The envelope for one message, or the ``failed`` outcome of a recipient that cannot
+    be written for SMTP (nothing is sent for it). An ASCII pair costs two ``isascii()``;
+    other addresses are converted once and cached. An envelope sender that cannot be
+    written is a :class:`TransportError`: no message could go out."""
+    if envelope_from.isascii() and recipient.isascii():
+        return Envelope(envelope_from, recipient, False)
+    try:
+        sender = wire_address(envelope_from)
+    except UnencodableAddress as exc:
+        raise TransportError(f"the envelope sender cannot be written for SMTP: {exc}") from None
+    try:
+        rcpt = wire_address(recipient)
+    except UnencodableAddress as exc:
+        return Outcome("failed", None, f"not sent: {exc}", "rcpt")
+    return Envelope(sender.text, rcpt.text, sender.utf8 or rcpt.utf8)
 
 
 class Transport(Protocol):
@@ -250,6 +289,13 @@ class SMTPTransport:
     async def send(
         self, envelope_from: str, recipient: str, data: bytes, commit: CommitPoint | None = None
     ) -> Outcome:
+        if envelope_from.isascii() and recipient.isascii():  # the hot path: nothing to convert
+            mail_from, rcpt_to, needs_utf8 = envelope_from, recipient, False
+        else:
+            wire = wire_envelope(envelope_from, recipient)
+            if isinstance(wire, Outcome):
+                return wire  # an address no server could take: nothing sent
+            mail_from, rcpt_to, needs_utf8 = wire.sender, wire.recipient, wire.utf8
         try:
             if self._writer is None:
                 await self._connect()
@@ -259,8 +305,19 @@ class SMTPTransport:
         except BaseException:
             self._drop()
             raise
-        utf8 = "" if recipient.isascii() and envelope_from.isascii() else " SMTPUTF8"
-        envelope = (f"MAIL FROM:<{envelope_from}>{utf8}", f"RCPT TO:<{recipient}>", "DATA")
+        utf8 = ""
+        if needs_utf8:
+            if "SMTPUTF8" not in self.extensions:
+                where = self.settings.where
+                if not mail_from.isascii():  # every message would fail: stop the send
+                    raise TransportError(
+                        f"the envelope sender {mail_from} needs SMTPUTF8 (a non-ASCII local "
+                        f"part) and {where} does not offer it"
+                    )
+                return Outcome("failed", None, f"{NEEDS_SMTPUTF8} and {where} does not offer "
+                               "it; nothing was sent to it", "rcpt")  # fmt: skip
+            utf8 = " SMTPUTF8"
+        envelope = (f"MAIL FROM:<{mail_from}>{utf8}", f"RCPT TO:<{rcpt_to}>", "DATA")
         try:
             if "PIPELINING" in self.extensions:
                 refusal = await self._envelope_pipelined(*envelope)
@@ -357,6 +414,16 @@ def _describe(exc: BaseException) -> str:
     return text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}"
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+MAX_NAME = 100  # of the address part of a file name (file systems allow 255 bytes)
+
+
+def safe_file_name(address: str) -> str:
+    """``address`` as part of a file name on any file system: ASCII letters, digits and
+    ``@._+-`` only (others, a non-ASCII local part too, become ``_``), clipped."""
+    return _UNSAFE.sub("_", address)[:MAX_NAME]
+
+
 class FileTransport:
     """Writes each message as an .eml file into a folder, for dry runs."""
 
@@ -368,12 +435,14 @@ class FileTransport:
     async def send(
         self, envelope_from: str, recipient: str, data: bytes, commit: CommitPoint | None = None
     ) -> Outcome:
+        wire = wire_envelope(envelope_from, recipient)
+        if isinstance(wire, Outcome):
+            return wire
         if commit is not None and not await commit():
             return Outcome("cancelled", None, "not written: cancelled")
         self._count += 1
-        safe = re.sub(r"[^A-Za-z0-9@._+-]", "_", recipient)
-        path = self.folder / f"{self._count:06d}-{safe}.eml"
-        path.write_bytes(f"X-Envelope-From: <{envelope_from}>\r\n".encode() + data)
+        path = self.folder / f"{self._count:06d}-{safe_file_name(wire.recipient)}.eml"
+        path.write_bytes(f"X-Envelope-From: <{wire.sender}>\r\n".encode() + data)
         return Outcome("sent", 250, f"written to {path.name}")
 
     async def close(self) -> None:
@@ -382,23 +451,35 @@ class FileTransport:
 
 @dataclass
 class Captured:
+    """One message as a server would see it: the envelope in its wire form."""
+
     envelope_from: str
     recipient: str
     data: bytes
+    smtputf8: bool = False  # the transaction would use SMTPUTF8
 
 
 class CaptureTransport:
-    """Keeps messages in memory (for library tests and previews)."""
+    """Keeps messages in memory (for library tests and previews). Like an SMTP server it
+    takes addresses in their wire form; ``smtputf8=False`` acts as a server that does not
+    offer SMTPUTF8."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, smtputf8: bool = True) -> None:
         self.messages: list[Captured] = []
+        self.smtputf8 = smtputf8
 
     async def send(
         self, envelope_from: str, recipient: str, data: bytes, commit: CommitPoint | None = None
     ) -> Outcome:
+        wire = wire_envelope(envelope_from, recipient)
+        if isinstance(wire, Outcome):
+            return wire
+        if wire.utf8 and not self.smtputf8:
+            return Outcome("failed", None, f"{NEEDS_SMTPUTF8} and the capture does not offer "
+                           "it; nothing was captured", "rcpt")  # fmt: skip
         if commit is not None and not await commit():
             return Outcome("cancelled", None, "not captured: cancelled")
-        self.messages.append(Captured(envelope_from, recipient, data))
+        self.messages.append(Captured(wire.sender, wire.recipient, data, wire.utf8))
         return Outcome("sent", 250, "captured")
 
     async def close(self) -> None:

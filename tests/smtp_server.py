@@ -1,6 +1,7 @@
 """A real SMTP server on loopback (aiosmtpd) that records what it accepts and injects the
 faults a sender must survive: temporary and permanent refusals, a connection dropped at
-DATA or after the message, slowness, and being stopped and started again."""
+DATA or after the message, slowness, being stopped and started again, and not offering
+SMTPUTF8 (``SMTPServer(smtputf8=False)``)."""
 
 import asyncio
 import socket
@@ -18,6 +19,7 @@ class Received:
     mail_from: str
     rcpt: str
     data: bytes
+    mail_options: list[str] = field(default_factory=list)  # e.g. ["SMTPUTF8"]
 
     @property
     def message(self):  # type: ignore[no-untyped-def]
@@ -34,6 +36,7 @@ class FaultHandler:
     pipelining: bool = False  # advertise RFC 2920 PIPELINING
     on_message: object = None  # callable(count) after each accepted message
     received: list[Received] = field(default_factory=list)
+    mail_commands: list[str] = field(default_factory=list)  # every MAIL FROM accepted
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -47,6 +50,13 @@ class FaultHandler:
         if self.pipelining:
             responses.insert(1, "250-PIPELINING")
         return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.mail_commands.append(address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
         with self.lock:
@@ -63,7 +73,11 @@ class FaultHandler:
             await asyncio.sleep(self.delay)
         with self.lock:
             for rcpt in envelope.rcpt_tos:
-                self.received.append(Received(envelope.mail_from, rcpt, envelope.content))
+                self.received.append(
+                    Received(
+                        envelope.mail_from, rcpt, envelope.content, list(envelope.mail_options)
+                    )
+                )
             count = len(self.received)
             hang_up = any(r in self.drop_after_message for r in envelope.rcpt_tos)
             if hang_up:
@@ -102,16 +116,21 @@ def free_port() -> int:
 class SMTPServer:
     """Start, stop and restart a FaultyController on a fixed loopback port."""
 
-    def __init__(self, handler: FaultHandler | None = None) -> None:
+    def __init__(self, handler: FaultHandler | None = None, *, smtputf8: bool = True) -> None:
         self.handler = handler or FaultHandler()
         self.port = free_port()
+        self.smtputf8 = smtputf8  # offer SMTPUTF8 in the EHLO reply (aiosmtpd's default)
         self.controller: FaultyController | None = None
 
     def start(self) -> "SMTPServer":
         for _ in range(50):  # the port may take a moment to be free again after a stop
             try:
                 self.controller = FaultyController(
-                    self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10
+                    self.handler,
+                    hostname="127.0.0.1",
+                    port=self.port,
+                    ready_timeout=10,
+                    enable_SMTPUTF8=self.smtputf8,
                 )
                 self.controller.start()
                 return self

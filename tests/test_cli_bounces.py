@@ -164,6 +164,7 @@ def test_bounces_process_reads_reports_sent_back_to_the_verp_address(
             "kind": "hard",
             "status": "5.2.1",
             "action": "scored: 1 of 3",
+            "proof": "verp",
         },
         {
             "message_id": "<arf-1@isp.test>",
@@ -171,6 +172,7 @@ def test_bounces_process_reads_reports_sent_back_to_the_verp_address(
             "kind": "complaint",
             "status": "",
             "action": "complained",
+            "proof": "verp",
         },
         {
             "message_id": "<ooo-1@corp.test>",
@@ -178,6 +180,7 @@ def test_bounces_process_reads_reports_sent_back_to_the_verp_address(
             "kind": None,
             "status": "",
             "action": "ignored: not a report (automatic reply (Auto-Submitted: auto-replied))",
+            "proof": "",
         },
     ]
     assert status(dm, "r1@corp.test") == "active" and status(dm, "r2@corp.test") == "complained"

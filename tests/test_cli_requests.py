@@ -107,7 +107,19 @@ def test_bad_input_is_one_line(req_cli: Cli, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- IMAP (Dovecot)
 
 
-def imap_cli(req_cli: Cli, dovecot, ca: bool = True, password: str = "") -> Cli:  # type: ignore[no-untyped-def]
+PASSIVE = [
+    (CORPUS / name).read_bytes() for name in FEW if name.startswith(("i", "r"))
+]  # ignored or held: left alone in the inbox
+
+
+def message_id_line(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
+    return next(line for line in text.splitlines() if line.lower().startswith("message-id:"))
+
+
+def imap_cli(
+    req_cli: Cli, dovecot, ca: bool = True, password: str = "", move_all: bool = False
+) -> Cli:  # type: ignore[no-untyped-def]
     from imap_server import PASSWORD, USER
 
     os.environ["DIGEST_IMAP_PASSWORD"] = password or PASSWORD
@@ -116,6 +128,7 @@ def imap_cli(req_cli: Cli, dovecot, ca: bool = True, password: str = "") -> Cli:
         f'\n[inbox]\nimap_host = "127.0.0.1"\nimap_port = {dovecot.port}\nimap_user = "{USER}"\n'
         'imap_password_env = "DIGEST_IMAP_PASSWORD"\nimap_processed_folder = "Processed"\n'
         + (f'imap_ca_file = "{dovecot.ca_file}"\n' if ca else "")
+        + ("imap_move_all = true\n" if move_all else "")
     )
     path.write_text(text)
     return Cli(path)
@@ -137,16 +150,34 @@ def test_imap_processes_marks_and_moves_each_message_once(
 
     done = json.loads(cli.ok("requests", "process", "--json").stdout)  # [inbox] decides
     assert [d["label"] for d in done] == [d["label"] for d in dry]
-    assert dovecot.folder_state("INBOX") == []
+    # the request address may be a person's inbox: what was ignored or held stays where
+    # it was, unread (only the person's own \\Seen stays), marked processed by keyword
+    kept = dovecot.folder_state("INBOX")
+    assert sorted(m.lower() for _, m in kept) == sorted(message_id_line(m).lower() for m in PASSIVE)
+    assert all(b"$DigestProcessed" in flags and b"\\Seen" not in flags for flags, _ in kept)
     moved = dovecot.folder_state("Processed")
-    assert len(moved) == 5
+    assert len(moved) == 3
     assert all(b"\\Seen" in flags and b"$DigestProcessed" in flags for flags, _ in moved)
     assert sorted(smtp_server.addresses()) == ["carla@mail.test", "stranger@else.test"]
 
-    # a message arriving later is the only one read next time
+    # a message arriving later is the only one read next time; the personal ones stay
     dovecot.append((CORPUS / "u01-subject-only.eml").read_bytes())
     later = json.loads(cli.ok("requests", "process", "--imap", "--json").stdout)
     assert [(d["label"], d["from"]) for d in later] == [("unsubscribe", "ben@corp.test")]
+    assert dovecot.folder_state("INBOX") == kept
+
+
+def test_imap_move_all_marks_and_moves_every_message(
+    req_cli: Cli, dovecot, smtp_server: SMTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DIGEST_IMAP_PASSWORD", "")
+    for name in FEW:
+        dovecot.append((CORPUS / name).read_bytes())
+    cli = imap_cli(req_cli, dovecot, move_all=True)
+    cli.ok("requests", "process", "--json")
+    assert dovecot.folder_state("INBOX") == []
+    moved = dovecot.folder_state("Processed")
+    assert len(moved) == 5 and all(b"\\Seen" in flags for flags, _ in moved)
 
 
 def test_imap_certificate_and_login_failures_are_one_line(

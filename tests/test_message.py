@@ -5,8 +5,16 @@ from email import policy
 import pytest
 from conftest import DATA
 
+from digest_mailer.addresses import UnencodableAddress
 from digest_mailer.composer import UNSUBSCRIBE_PLACEHOLDER, compose_file
-from digest_mailer.message import MessageTemplate, make_message_id, one_line, preview_message
+from digest_mailer.message import (
+    MessageTemplate,
+    domain_of,
+    format_recipient,
+    make_message_id,
+    one_line,
+    preview_message,
+)
 
 ISSUE = DATA / "issues" / "digest-vol-3.1.txt"
 
@@ -107,7 +115,68 @@ def test_subject_prefix_and_mailto_only_without_public_url(composed, tmp_path) -
 def test_message_ids_are_unique() -> None:
     ids = {make_message_id("corp.test", "2.4", 7) for _ in range(1000)}
     assert len(ids) == 1000 and all(i.startswith("<2.4.7.") for i in ids)
+    # an issue id in other scripts still gives an ASCII Message-ID
+    assert make_message_id("corp.test", "２.４", "号").startswith("<-.-.-.")
 
 
 def test_one_line() -> None:
     assert one_line("a\r\nb\tc\x00d") == "a b c d"
+
+
+# --------------------------------------------------------------------------- international
+
+
+def test_format_recipient_writes_domains_as_a_labels_and_keeps_utf8_local_parts() -> None:
+    assert format_recipient("user@bücher.test") == "user@xn--bcher-kva.test"
+    assert format_recipient("user@straße.test") == "user@xn--strae-oqa.test"  # IDNA 2008
+    assert (
+        format_recipient("user@bücher.test", "Zoë")
+        == "=?utf-8?q?Zo=C3=AB?= <user@xn--bcher-kva.test>"
+    )
+    assert format_recipient("pöison@attacker.test") == "pöison@attacker.test"  # RFC 6532
+    assert format_recipient("たろう@例え.test", "山田 太郎") == (
+        "=?utf-8?b?5bGx55SwIOWkqumDjg==?= <たろう@xn--r8jz45g.test>"
+    )
+    # a name that looks like the stand-in the formatting uses changes nothing
+    odd = "x-dm-utf8-address@placeholder.invalid"
+    assert format_recipient("pöison@attacker.test", odd) == f'"{odd}" <pöison@attacker.test>'
+    # ASCII addresses are as before
+    assert format_recipient("ana@corp.test", "Ana Lima") == "Ana Lima <ana@corp.test>"
+
+
+def test_format_recipient_refuses_a_domain_that_is_not_idna() -> None:
+    with pytest.raises(UnencodableAddress, match="not valid IDNA"):
+        format_recipient("x@" + "ü" * 60 + ".test")
+
+
+def test_render_utf8_recipient_with_a_japanese_name(composed, newsletter_config) -> None:  # type: ignore[no-untyped-def]
+    template = MessageTemplate(composed, newsletter_config)
+    url = "https://d.test/u/T"
+    raw = template.render("たろう@例え.test", "山田 太郎\r\nBcc: v@corp.test", "<i@t.test>", url)
+    head = raw.split(b"\r\n\r\n")[0]
+    to = next(line for line in head.split(b"\r\n") if line.startswith(b"To: "))
+    assert to.startswith(b"To: =?utf-8?") and to.endswith("<たろう@xn--r8jz45g.test>".encode())
+    msg = email.message_from_string(raw.decode("utf-8"), policy=policy.default)
+    (address,) = msg["To"].addresses
+    assert (address.display_name, address.addr_spec) == (
+        "山田 太郎 Bcc: v@corp.test",
+        "たろう@xn--r8jz45g.test",
+    )
+    assert "Bcc" not in msg
+    ascii_raw = template.render("ana@corp.test", "", "<i@t.test>", url)
+    assert ascii_raw.split(b"\r\n\r\n")[0].isascii()
+
+
+def test_an_idn_from_address_goes_out_as_a_labels(composed, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from digest_mailer.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('[newsletter]\nfrom_address = "weekly@bücher.test"\n', "utf-8")
+    template = MessageTemplate(composed, load_config(path))
+    assert template.domain == domain_of("weekly@bücher.test") == "xn--bcher-kva.test"
+    message_id = make_message_id(template.domain, "3.1", 1)
+    raw = template.render("ana@corp.test", "", message_id, "https://d.test/u/T")
+    assert raw.split(b"\r\n\r\n")[0].isascii()
+    msg = parse(raw)
+    assert msg["From"].addresses[0].addr_spec == "weekly@xn--bcher-kva.test"
+    assert msg["Message-ID"].endswith("@xn--bcher-kva.test>")

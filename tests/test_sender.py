@@ -307,3 +307,43 @@ def test_capture_transport_and_status(rig: Rig) -> None:
         log = list(sender.delivery_log(session, "3.1", "sent"))
     assert status["state"] == "sent" and status["counts"]["sent"] == len(rig.addresses)
     assert len(log) == len(rig.addresses) and all(r["code"] == 250 for r in log)
+
+
+def test_send_with_reconnects_fails_an_unwritable_address_alone() -> None:
+    """A transport that leaves the address check to the caller: the recipient fails (not
+    a bounce, nothing sent), it does not raise out of the send loop or the outbox."""
+    from digest_mailer.addresses import wire_address
+    from digest_mailer.transport import run_coroutine
+
+    class Strict:
+        async def send(self, envelope_from, recipient, data, commit=None):  # type: ignore[no-untyped-def]
+            wire_address(recipient)
+            raise AssertionError("not reached")
+
+        async def close(self) -> None:
+            pass
+
+    outcome = run_coroutine(
+        sender.send_with_reconnects(Strict(), "f@corp.test", "x@" + "ü" * 60 + ".test", b"", 0.01)
+    )
+    assert (outcome.kind, outcome.code, outcome.stage) == ("failed", None, "rcpt")
+    assert "not valid IDNA" in outcome.message and not sender.is_recipient_refusal(outcome)
+
+
+def test_a_render_error_pauses_the_send_without_losing_a_row(rig: Rig, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An unexpected error making one message (a bug) pauses the send with the reason,
+    unsigned as on the signing threads; it does not escape the loop, and nothing is lost."""
+    render = MessageTemplate.render
+
+    def broken(self, address, *args):  # type: ignore[no-untyped-def]
+        if address == "reader004@corp.test":
+            raise RuntimeError("cannot render")
+        return render(self, address, *args)
+
+    monkeypatch.setattr(MessageTemplate, "render", broken)
+    report = rig.send()
+    assert report.state == "paused" and "internal error: RuntimeError" in report.paused_reason
+    assert rig.states()["reader004@corp.test"] == "queued"
+    monkeypatch.setattr(MessageTemplate, "render", render)
+    assert rig.send().state == "sent"
+    assert_exactly_once(rig)

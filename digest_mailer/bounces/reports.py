@@ -57,7 +57,9 @@ PERMANENT = re.compile(r"permanent|fatal|does not exist|no such user|user unknow
 DELAYED = re.compile(
     r"delivery (?:has been |is )?delayed|mail delivery delayed|message delayed|delayed mail"
     r"|delivery status notification \(delay\)|warning: could not send message for past"
-    r"|will (?:continue|keep) trying|still trying|retry (?:time|period) not yet",
+    r"|will (?:continue|keep) trying|still trying|retry (?:time|period) not yet"
+    r"|has not yet been delivered|delivery attempts will continue|will be retried"
+    r"|has been delayed|delayed \d{1,3} hours|warning message only",
     re.I,
 )
 NO_USER_TEXT = re.compile(
@@ -267,11 +269,17 @@ def _arf_failures(msg: Message, original: Message | None) -> list[Failure]:
     address = address or (_typed_address(fields.get("Removal-Recipient")) if fields else "")
     if not address and original is not None:
         address = email.utils.parseaddr(_one_line(original.get("To")))[1]
-        address = address if "@" in address and "redacted" not in address.lower() else ""
+        address = "" if _redacted(address) else address
     kind = BounceKind.COMPLAINT if feedback in COMPLAINT_TYPES else BounceKind.UNKNOWN
     detail = f"feedback report: {feedback or 'no type given'}"
     agent = _one_line(fields.get("User-Agent")) if fields else ""
     return [Failure(address, kind, "", f"{detail} ({agent})" if agent else detail)]
+
+
+def _redacted(address: str) -> bool:
+    """A feedback loop's stand-in for the recipient: ``redacted@…``, ``xxxxxx@…``."""
+    local = address.partition("@")[0].lower()
+    return "@" not in address or "redacted" in local or not local.strip("x*#-_.")
 
 
 def _plain_failures(incoming: Incoming, ours: OurAddresses, text: str) -> list[Failure]:

@@ -193,7 +193,7 @@ def handle_decided(
     acted = False
     if verdict.label in (Label.SUBSCRIBE, Label.UNSUBSCRIBE, Label.CONFIRM) and incoming:
         address, action = _act(session, ctx, record, verdict, incoming)
-        acted = not action.startswith("none")
+        acted = True
     elif verdict.label == Label.BOUNCE and incoming is not None:
         found = handle_report(session, ctx.bounces, incoming)
         addresses = [b.address for b in found if b.address]

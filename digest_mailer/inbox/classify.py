@@ -47,12 +47,13 @@ MAX_OWN_TEXT = 64 * 1024  # characters of the sender's own text that are read
 MAX_BODY = 1 << 20  # characters of a body that are cut into own text
 MAX_LINE = 1000  # longer lines are never quote markers, attributions or headers
 MAX_HTML = 2 << 20  # bytes of HTML handed to the HTML parser
+MAX_BOUNDARIES = 100  # multipart parts with a boundary of their own: more is an attack
 HEADER_PEEK = 256 * 1024  # bytes read for the headers of a message too large to parse
 
 # our tokens: [token: 32 hex] in the subject, /c/32-hex in the link; anything token-like
 # of another length is a confirmation attempt that can only fail
 CONFIRM_TOKEN = re.compile(r"\[token:[ \t]{0,5}([0-9a-z]{1,64})[ \t]{0,5}\]", re.I)
-CONFIRM_LINK = re.compile(r"/c/([0-9a-z]{1,64})(?![0-9a-z])", re.I)
+CONFIRM_LINK = re.compile(r"(?:/|%2f)c(?:/|%2f)([0-9a-z]{1,64})(?![0-9a-z])", re.I)
 TOKEN_SHAPE = re.compile(r"[0-9a-f]{32}")
 
 DAEMONS = {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "maildaemon"}
@@ -67,11 +68,15 @@ BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered|delivery (status notification|failure|has failed|incomplete)"
     r"|failure notice|returned mail|mail delivery (failed|failure|system|delayed)"
     r"|could not be delivered|delivery problem|non-?delivery|delivery delayed"
-    r"|warning: message|delayed mail",
+    r"|warning: message|delayed mail|unzustellbar|nicht zugestellt|non remis"
+    r"|[ée]chec de (?:la )?remise|no se (?:ha )?podido entregar|no entregado"
+    r"|退信|退回|未能(?:成功)?投递|无法投递|無法投遞|投递失败|投遞失敗|配信不能|配信エラー"
+    r"|送信エラー|不達|전송 ?실패|반송|발송 ?실패",
     re.I,
 )
 SMTP_CODE = re.compile(
-    r"\b[45]\d\d\b|\b[45]\.\d{1,3}\.\d{1,3}\b|user unknown|no such user|delivery (?:is )?delayed",
+    r"\b[45]\d\d\b|\b[45]\.\d{1,3}\.\d{1,3}\b|user unknown|no such user|delivery (?:is )?delayed"
+    r"|has been delayed|will be retried|has not yet been delivered",
     re.I,
 )
 REPLY_PREFIX = re.compile(
@@ -117,15 +122,13 @@ _THIRD = _compile([p for lang in LANGUAGES for p in lang.third_person])
 _SELF = _compile([p for lang in LANGUAGES for p in lang.self_words])
 CHANGE_OF_ADDRESS = [
     r"\b(?:change|update|switch|move|replace)\b[^.\n]{0,40}\b(?:e-?mail|address)\b",
-    r"\bnew (?:e-?mail|address)\b",
     r"\b(?:e-?mail|address) (?:has )?changed\b",
     r"アドレス(?:の)?変更",
-    r"新しいアドレス",
-    r"\bneue (?:e-?mail-?)?adresse\b",
-    r"\bnouvelle adresse\b",
-    r"\bnueva direcci[óo]n\b",
-    r"주소 ?변경|새 (?:이메일 )?주소",
-    r"(?:更改|变更|變更)(?:邮箱|郵箱|地址)|新(?:的)?(?:邮箱|郵箱|地址)",
+    r"\badresse (?:hat sich )?geändert\b|\b(?:ändern|aktualisieren) sie meine\b",
+    r"\bchangement d'adresse\b|\bchanger (?:mon|d')adresse\b",
+    r"\bcambio de (?:direcci[óo]n|correo)\b|\bcambiar mi (?:direcci[óo]n|correo)\b",
+    r"주소 ?변경",
+    r"(?:更改|变更|變更|更換|更换)(?:邮箱|郵箱|信箱|地址)",
 ]
 _CHANGE = _compile(CHANGE_OF_ADDRESS)
 # "send it to my new address x@y", "please use my personal address", "subscribe me at"
@@ -137,6 +140,13 @@ _SELF_AT = _compile(
         r"(?:e-?mail|address|e-?mail address)\b",
         r"\b(?:subscribe|sign up|add) me (?:at|with|as|using)\b",
         r"\bsend (?:it|the digest|the newsletter) to me at\b",
+        r"\bmeine[rnm]? (?:neue[rnm]? |private[rnm]? |dienstliche[rnm]? |geschäftliche[rnm]? )?"
+        r"(?:dienst|e-?mail-?)?adresse\b",
+        r"\bma (?:nouvelle |autre )?adresse\b|\bmon (?:nouvel |autre )?(?:e-?mail|courriel)\b",
+        r"\bmi (?:nueva |otra )?(?:direcci[óo]n|correo)\b",
+        r"(?:私の|こちらの|会社の|新しい|別の)(?:メール)?アドレス",
+        r"제 (?:새 |회사 |다른 )?(?:이메일 |메일 )?주소",
+        r"我的(?:公司|工作|私人|新的?|另一个|另一個)?(?:信箱|邮箱|郵箱|地址|電郵|电邮)",
     ]
 )
 # somebody else named: "add Jane Doe", "remove Mr. Smith" (case is kept for this one)
@@ -160,6 +170,8 @@ BULK_FOOTER = _compile(
         r"\bpour vous d[ée]sabonner\b|\bsi vous ne souhaitez plus recevoir\b",
         r"\bpara darse de baja\b|\bsi no desea recibir\b",
         r"수신(?:을 )?거부(?:하시려면|는)|退订请|退訂請",
+        r"(?:如|若)(?:不想|不希望|不愿|不願|需)(?:再)?(?:收到|接收|退订|退訂)[^\n]{0,30}",
+        r"回复[“\"']?(?:退订|TD|td)[”\"']?|回覆[“\"']?退訂[”\"']?",
     ]
 )
 PITCH = _compile(
@@ -214,7 +226,8 @@ _DISCLAIMER = re.compile(
     r"|si vous n'êtes pas (le )?destinataire|este (mensaje|correo) (es|y|puede|contiene)"
     r"|aviso (legal|de confidencialidad)"
     r"|本メールは|このメールは|本電子メール|このメッセージは|【?機密|免責事項|秘密保持"
-    r"|본 (메일|이메일)은|이 (메일|이메일)은|本邮件|本郵件|此邮件|此郵件|免责声明|免責聲明)",
+    r"|본 (메일|이메일)은|이 (메일|이메일)은|本邮件|本郵件|此邮件|此郵件|免责声明|免責聲明"
+    r"|【(?:ご注意|注意|免責|機密|秘密))",
     re.I,
 )
 _FOOTER = re.compile(
@@ -333,6 +346,16 @@ def _header(msg: Message, name: str) -> str:
     return re.sub(r"\s+", " ", decode_words(str(value))).strip()
 
 
+def _unicode_header(msg: Message, name: str) -> str:
+    """The first ``name`` header as written, unfolded, raw 8-bit bytes read as UTF-8 (RFC
+    6532 internationalised addresses), RFC 2047 words left encoded."""
+    value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), "")
+    value = str(value)[:MAX_HEADER]
+    if not value.isascii():
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return re.sub(r"\s+", " ", value).strip()
+
+
 def _raw_header(msg: Message, name: str) -> str:
     value = msg.get(name)
     return re.sub(r"\s+", " ", value[:MAX_HEADER] if isinstance(value, str) else "").strip()
@@ -344,6 +367,8 @@ def parse(raw: bytes, *, max_bytes: int | None = None) -> Incoming:
     if not raw.strip():
         raise Unreadable("empty message")
     too_large = max_bytes is not None and len(raw) > max_bytes
+    if not too_large and raw.count(b"boundary=") + raw.count(b"BOUNDARY=") > MAX_BOUNDARIES:
+        raise Unreadable(f"more than {MAX_BOUNDARIES} nested multipart parts")
     try:
         if too_large:
             parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
@@ -357,7 +382,7 @@ def parse(raw: bytes, *, max_bytes: int | None = None) -> Incoming:
     message_id = _raw_header(msg, "Message-ID")[:MAX_LINE] or None
     if message_id and not re.fullmatch(r"<?[^<>\s]{1,998}>?", message_id):
         message_id = None
-    name, address = email.utils.parseaddr(_raw_header(msg, "From"))
+    name, address = email.utils.parseaddr(_unicode_header(msg, "From"))
     date = None
     try:
         date = email.utils.parsedate_to_datetime(_raw_header(msg, "Date"))

@@ -58,6 +58,9 @@ ENGLISH = Language(
         r"\b(?:never|didn'?t|did not) (?:sign(?:ed)? up|subscribe[d]?|ask(?:ed)? for (?:this|it))\b",
         r"^\s*stop\s*[.!]*\s*$",
         r"\bleave (?:the|your|this) (?:list|mailing list)\b",
+        r"\b(?:rather not|prefer not to) (?:get|receive|be sent|be on)\b",
+        r"\bnot (?:to )?(?:get|receive|be sent) (?:these|this|them|it|your \w+) any ?more\b",
+        r"\bno more (?:e-?mails?|mails?|newsletters?|digests?|of (?:these|this))\b",
     ),
     subscribe=(
         r"\bsubscribe\b",
@@ -74,6 +77,7 @@ ENGLISH = Language(
         r"\bjoin (?:the|your) (?:mailing )?list\b",
         r"\bsend (?:me|us) (?:the|your) (?:digest|newsletter)\b",
         r"\bkeep me (?:on|posted|updated)\b",
+        r"\b(?:keep|continue) (?:receiving|getting)\b|\bstay (?:subscribed|on the list)\b",
         r"\breceive (?:the|your) (?:digest|newsletter) by e-?mail\b",
     ),
     third_person=(
@@ -82,7 +86,7 @@ ENGLISH = Language(
         r"|staff member|employee|team ?mate)\b",
         r"\b(?:former|ex-|previous) (?:staff|employee|colleague|member|team member|intern)",
         r"\b(?:he|she|they) (?:has|have|had)? ?(?:left|retired|moved on|passed away)\b",
-        r"\bno longer (?:works?|with us|employed|at)\b",
+        r"\b(?:he|she|they)(?: is| are|'s|'re)? no longer (?:works?|with us|employed|at|here)\b",
         r"\bon behalf of\b",
         r"\b(?:his|her|their) (?:e-?mail|address|subscription|mailbox|account)\b",
     ),
@@ -114,7 +118,7 @@ JAPANESE = Language(
         r"受け取りたい|受信したい|読みたい",
         r"(?:リスト|名簿)に(?:追加|加え|入れ)",
     ),
-    third_person=(r"同僚|友人|部下|上司|担当者|後任|前任|退職|家族|秘書|代わりに|代理",),
+    third_person=(r"同僚|友人|部下|上司|後任|前任|退職|家族|秘書|代わりに|代理",),
     self_words=(r"私|わたし|僕|自分|小生|弊職",),
 )
 
@@ -126,13 +130,15 @@ KOREAN = Language(
             "취소|해지|중단|중지|거부|그만|해제|원하지 않|원치 않|끊|빼",
         ),
         r"그만 (?:보내|받)",
+        r"더 이상 (?:받고 싶지 않|받지 않|보내지 마|필요 없|원하지 않)",
+        r"목록에서 (?:빼|제외|삭제)",
         r"보내지 ?(?:마|말아)",
         r"탈퇴",
     ),
     subscribe=(
         _near("구독|수신|뉴스레터|메일|이메일|명단|목록", "신청|원합니다|원해요|희망|하고 싶|추가"),
         r"보내(?:주세요|주십시오|줘|주시기 바랍니다|주시면)",
-        r"받고 싶|받아보고 싶|받아 보고 싶",
+        r"(?:받고|받아 ?보고) 싶(?!지 않)",
     ),
     third_person=(r"동료|친구|상사|부하|직원|퇴사|대신|비서|후임",),
     self_words=(r"저는|제가|저의|제 |저 |나는|내가",),
@@ -146,8 +152,15 @@ CHINESE = Language(
             "取消|退订|退訂|停止|退出|不要|不再|删除|刪除|移除",
         ),
         r"退订|退訂",
+        _near(
+            "取消|退出|停止|不要|不再|退掉",
+            "订阅|訂閱|邮件|郵件|电子报|電子報|简报|簡報|通讯|通訊|推送",
+            r"[^.!?。！？\n]{0,4}?",
+        ),
         r"不(?:要|想|再|需要)(?:再)?(?:收|接收|收到)",
         r"别再发|別再發|不要再发|不要再發",
+        r"(?:不要|别|別|不用)再(?:给我|給我)?(?:发|發|寄)",
+        r"停止(?:寄送|发送|發送|寄发|寄發|推送)",
         r"(?:从|從)(?:名单|名單|列表)(?:中)?(?:删除|刪除|移除)",
     ),
     subscribe=(
@@ -160,6 +173,8 @@ CHINESE = Language(
         r"(?:请|請)(?:把我|将我|將我)?(?:加入|添加|加到)",
         r"(?:请|請)(?:发送|發送|寄)(?:给我|給我)",
         r"(?:想|希望)(?:收到|接收|订阅|訂閱)",
+        r"(?:帮|幫|给|給|替)我(?:订阅|訂閱|登记|登記|加入)",
+        r"^(?:订阅|訂閱)(?:电子报|電子報|简报|簡報|通讯|通訊)?$",
     ),
     third_person=(r"同事|朋友|上司|下属|下屬|员工|員工|离职|離職|代替|秘书|秘書",),
     self_words=(r"我",),
@@ -188,10 +203,10 @@ GERMAN = Language(
         r"\bmelden sie mich an\b",
         r"\bnehmen sie mich\b" + _GAP + r"{0,30}\bauf\b",
         r"\bin (?:den|ihren) verteiler\b",
-        r"\b(?:möchte|würde gerne|würde gern|will)\b"
-        + _GAP
-        + r"{0,40}(?:erhalten|bekommen|abonnieren"
-        r"|beziehen|aufgenommen)",
+        r"\b(?:möchte|würde|will)\b" + _GAP + r"{0,60}(?:erhalten|bekommen|abonnieren"
+        r"|beziehen|aufgenommen|aufnehmen)",
+        r"\bmich\b" + _GAP + r"{0,40}\baufnehmen\b",
+        r"\bweiterhin (?:erhalten|bekommen|beziehen)\b",
         r"\bbitte (?:senden|schicken) sie mir\b",
     ),
     third_person=(
@@ -223,6 +238,7 @@ FRENCH = Language(
         r"\b(?:souhaite|voudrais|aimerais|désire|veux)\b" + _GAP + r"{0,40}\brecevoir\b",
         r"\bajoute[rz]?[- ]moi\b|\bm'ajouter\b",
         r"\bmerci de m'envoyer\b|\benvoyez-moi\b",
+        r"\bcontinuer [àa] recevoir\b",
     ),
     third_person=(
         r"\b(?:mon|ma|mes|notre|nos) (?:coll[èe]gues?|assistante?s?|ami[e]?s?|chef|directeur"
@@ -245,9 +261,12 @@ SPANISH = Language(
         r"\bno (?:quiero|deseo) (?:seguir )?recibir\b",
         r"\bdejen? de (?:enviar|mandar)\b",
         r"\bya no (?:quiero|deseo) recibir\b",
+        r"\bno (?:me )?(?:manden|env[íi]en|mande|env[íi]e|sigan enviando) m[áa]s\b",
+        r"^\s*baja\b|\bbaja,? por favor\b|\b(?:solicito|pido|quiero|deseo) (?:la |darme de )?baja\b",
     ),
     subscribe=(
-        r"\bsuscrib\w*|\bsuscripci[óo]n\b",
+        r"\bsuscr[ií]b\w*|\bsuscripci[óo]n\b",
+        r"\b(?:quiero|deseo|prefiero) seguir recibi",
         r"\bdarme de alta\b|\bdar de alta\b",
         r"\b(?:quiero|quisiera|deseo|me gustar[íi]a)\b" + _GAP + r"{0,40}\brecibir\b",
         r"\bagr[ée]g(?:ue|ar)me\b|\ba[ñn][áa]danme\b|\bincl[úu]yanme\b",

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from digest_mailer.addresses import address_key, domain_key, mailbox_key
+from digest_mailer.addresses import address_key, domain_key, mailbox_key, wire_address
 from digest_mailer.composer import one_line, render_template
 from digest_mailer.config import Config
 from digest_mailer.db import Store
@@ -110,7 +110,8 @@ def queue_reply(
         kind=kind,
         subject=subject,
         message_id=message_id,
-        data=msg.as_bytes(policy=SMTP),
+        # a non-ASCII local part is written raw (RFC 6532), sent with SMTPUTF8
+        data=msg.as_bytes(policy=SMTPUTF8 if wire_address(address).utf8 else SMTP),
         state="queued",
         attempts=0,
         created_at=ctx.now,
