@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from digest_mailer.db import Store
 from digest_mailer.inbox.sources import MessageSource
 
-CHUNK = 50  # messages per commit
+CHUNK = 10  # messages per commit: short write transactions, so one-click POSTs wait little
 D = TypeVar("D")
 T = TypeVar("T")
 log = logging.getLogger(__name__)
