@@ -30,6 +30,7 @@ from pathlib import Path
 
 from digest_mailer import db
 from digest_mailer.config import load_config
+from digest_mailer.inbox.actions import process_inbox
 from digest_mailer.inbox.sources import MboxSource
 
 ROOT = Path(__file__).resolve().parent.parent
