@@ -325,7 +325,7 @@ MAX_HEADER = 8192  # characters of one header that are read
 def decode_words(value: str) -> str:
     """RFC 2047 encoded words decoded (each in its charset's usual superset); raw 8-bit
     header bytes read as UTF-8. At most :data:`MAX_HEADER` characters."""
-    value = value[:MAX_HEADER]
+    value = value[:MAX_HEADER].replace("\x00", "")  # PostgreSQL text cannot hold NUL
     if any("\udc80" <= ch <= "\udcff" for ch in value):
         value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if "=?" not in value:
@@ -357,12 +357,13 @@ def _unicode_header(msg: Message, name: str) -> str:
     value = str(value)[:MAX_HEADER]
     if not value.isascii():
         value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return re.sub(r"\s+", " ", value).strip()
+    return re.sub(r"\s+", " ", value.replace("\x00", "")).strip()
 
 
 def _raw_header(msg: Message, name: str) -> str:
     value = msg.get(name)
-    return re.sub(r"\s+", " ", value[:MAX_HEADER] if isinstance(value, str) else "").strip()
+    value = value[:MAX_HEADER].replace("\x00", "") if isinstance(value, str) else ""
+    return re.sub(r"\s+", " ", value).strip()
 
 
 def parse(raw: bytes, *, max_bytes: int | None = None) -> Incoming:
@@ -432,7 +433,11 @@ CHARSET_SUPERSETS = {
 
 def decode_bytes(payload: bytes, charset: str | None) -> str:
     """Bytes in the declared charset (or its usual superset); UTF-8 when the label is
-    unknown or the bytes do not fit it."""
+    unknown or the bytes do not fit it. NUL bytes are dropped (no text column holds them)."""
+    return _decode_bytes(payload.replace(b"\x00", b""), charset)
+
+
+def _decode_bytes(payload: bytes, charset: str | None) -> str:
     name = (charset or "utf-8").strip().strip('"').lower()
     name = CHARSET_SUPERSETS.get(name, name)
     try:
