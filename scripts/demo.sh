@@ -126,6 +126,15 @@ Content-Type: multipart/report; report-type=feedback-report; boundary="f"
 Original-Mail-From: <{paths[cyrus]}>\r\n\r\n--f--\r\n""".replace("\n", "\r\n").replace("\r\r", "\r").encode())
 PY
 digest-mailer bounces process --maildir bounces
+step "a forged report (no VERP token, no Message-ID of ours) names a reader: recorded as unverified, nobody changes"
+python3 - "$work/bounces" <<'PY'
+import mailbox, sys
+mailbox.Maildir(sys.argv[1]).add(b"""From: MAILER-DAEMON@mx.attacker.test\r\nTo: bounces@policy-lab.test\r
+Subject: failure notice\r\nMessage-ID: <forged-1@mx.attacker.test>\r\n\r
+<fatima.haddad@ngo.test>: 550 5.1.1 user unknown\r\n""")
+PY
+digest-mailer bounces process --maildir bounces
+digest-mailer subscribers show fatima.haddad@ngo.test | sed -n '1,3p'
 digest-mailer bounces list
 digest-mailer status 2.4 --json | python3 -c 'import json, sys; print("  status --json bounces:", json.load(sys.stdin)["bounces"])'
 
@@ -153,6 +162,18 @@ mailbox.Maildir(sys.argv[2]).add(reply.encode())
 PY
 digest-mailer requests process --maildir requests
 digest-mailer subscribers show elif.demir@newsroom.test
+step "one message fails while it is acted on (here the database refuses its row): it is held with the error named, and the run goes on"
+python3 - "$work/subscribers/digest.db" "$work/requests" <<'PY'
+import mailbox, sqlite3, sys
+with sqlite3.connect(sys.argv[1]) as db:  # a stand-in for any unexpected failure
+    db.execute("CREATE TRIGGER demo_fault BEFORE INSERT ON email_requests WHEN NEW.label = 'subscribe'"
+               " AND NEW.from_address = 'faulty@newsroom.test' BEGIN SELECT RAISE(ABORT, 'disk quota exceeded'); END")
+box = mailbox.Maildir(sys.argv[2])
+box.add(b"From: faulty@newsroom.test\r\nTo: digest@policy-lab.test\r\nSubject: subscribe\r\nMessage-ID: <demo-6@newsroom.test>\r\n\r\nPlease add me.\r\n")
+box.add(b"From: gil.santos@policy-lab.test\r\nTo: digest@policy-lab.test\r\nSubject: unsubscribe\r\nMessage-ID: <demo-7@policy-lab.test>\r\n\r\nPlease remove me.\r\n")
+PY
+digest-mailer requests process --maildir requests || true
+python3 -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("DROP TRIGGER demo_fault")' "$work/subscribers/digest.db"
 step "what waits for staff"
 digest-mailer requests review
 

@@ -728,6 +728,29 @@ _SELF_OBJECT = _compile(
 )
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])|\n")
+# complaints phrased as questions ("Why do I keep getting this?") ask nothing of staff
+_RHETORICAL = re.compile(
+    r"[ \t¿]*(?:why|how come|what is this|who gave|warum|wieso|pourquoi|por ?qu[ée]|"
+    r"なぜ|どうして|为什么|為什麼|왜)",
+    re.I,
+)
+
+
+def _separate_question(text: str) -> str:
+    """A question in the sender's text that is not the request itself ("Please remove
+    me. Is the October issue online?"): staff should answer it, so the message waits for
+    them. "Could you please unsubscribe me?" is the request, not a separate question."""
+    for sentence in _SENTENCE_END.split(text):
+        if "?" not in sentence and "？" not in sentence and "¿" not in sentence:
+            continue
+        if _RHETORICAL.match(sentence):
+            continue
+        if not (_UNSUBSCRIBE.search(sentence) or _SUBSCRIBE.search(sentence)):
+            return sentence.strip()[:80]
+    return ""
+
+
 def _tokens(subject: str, body: str) -> list[str]:
     found = [m.group(1).lower() for m in CONFIRM_TOKEN.finditer(subject[:MAX_LINE])]
     text = body[:MAX_BODY]
@@ -800,6 +823,11 @@ def decide(incoming: Incoming, policy: Policy) -> Verdict:
         if "?" in own or "？" in own:
             return Verdict(Label.REVIEW, "a question, no subscription request", None, own)
         return Verdict(Label.REVIEW, "no subscribe or unsubscribe request found", None, own)
+    question = _separate_question(normalize(own[:MAX_INTENT_TEXT]))
+    if question:
+        return Verdict(
+            Label.REVIEW, f"asks a question as well, for staff to answer ({question!r})", None, own
+        )
     why = failed_authentication(msg, policy.authserv_id)
     if why:
         return Verdict(Label.REVIEW, f"{why}: the request may be forged", None, own)

@@ -113,7 +113,7 @@ def _one_chunk(
         try:
             decided.append((uid, raw, steps.decide(raw), ""))
         except Exception as exc:  # one bad message never stops the rest
-            log.warning("message %s could not be read: %s", uid, exc)
+            log.debug("message %s could not be read: %s", uid, exc)
             decided.append((uid, raw, None, _describe(exc)))
     processed: list[tuple[str, bool]] = []
     session = store.Session()
@@ -129,11 +129,20 @@ def _one_chunk(
                 except Exception as exc:
                     if _store_failed(exc):
                         raise
-                    log.warning("message %s could not be acted on: %s", uid, exc)
+                    log.debug("message %s could not be acted on: %s", uid, exc)
                     error = _describe(exc)
             if error:
-                with session.begin_nested():
-                    results, held = steps.hold(session, uid, raw, outcome, error)
+                try:
+                    with session.begin_nested():
+                        results, held = steps.hold(session, uid, raw, outcome, error)
+                except Exception as exc:
+                    if _store_failed(exc):
+                        raise
+                    # not even the record could be written: named here, left unmarked at
+                    # its source, so the next run reads it again
+                    log.debug("message %s could not be held: %s", uid, exc)
+                    run.held.append(HeldMessage(uid, "", "", f"{error}; not recorded: {exc}"))
+                    continue
                 run.results += results
                 run.held.append(held)
             processed.append((uid, acted))
