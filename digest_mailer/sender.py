@@ -43,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from digest_mailer.addresses import UnencodableAddress, wire_address
-from digest_mailer.bounces import (
+from digest_mailer.bounces.scoring import (
     is_recipient_refusal,
     issue_bounce_counts,
     refusal_status,

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, or_, select, update
 
-from digest_mailer.bounces import score_pending
+from digest_mailer.bounces.scoring import score_pending
 from digest_mailer.config import Config
 from digest_mailer.db import Store
 from digest_mailer.message import MessageTemplate

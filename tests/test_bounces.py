@@ -9,9 +9,9 @@ import pytest
 from conftest import DATA, NEWSLETTER, write_config
 from sqlalchemy import func, select
 
-from digest_mailer import bounces as bn
 from digest_mailer import subscribers as subs
 from digest_mailer.bounces import process as bp
+from digest_mailer.bounces import scoring as bn
 from digest_mailer.config import Config, load_config
 from digest_mailer.db import Store
 from digest_mailer.inbox.sources import MaildirSource

@@ -1,22 +1,8 @@
 """Bounces and complaints: delivery reports turned into subscriber status, on proof only.
 
-- :mod:`~digest_mailer.bounces.reports`: reading reports (pure, no database);
-- :mod:`~digest_mailer.bounces.scoring`: scoring and the bounce queries;
+- :mod:`~digest_mailer.bounces.reports`: reading reports (pure: no database);
+- :mod:`~digest_mailer.bounces.scoring`: scoring, send-time refusals, the bounce queries;
 - :mod:`~digest_mailer.bounces.process`: matching reports to deliveries, the mailbox run.
+
+The package itself imports nothing, so importing the pure report reader loads no store.
 """
-
-from digest_mailer.bounces.scoring import (
-    is_recipient_refusal,
-    issue_bounce_counts,
-    list_bounces,
-    refusal_status,
-    score_pending,
-)
-
-__all__ = [
-    "is_recipient_refusal",
-    "issue_bounce_counts",
-    "list_bounces",
-    "refusal_status",
-    "score_pending",
-]

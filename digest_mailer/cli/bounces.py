@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from digest_mailer import bounces
+from digest_mailer.bounces import scoring as bounces
 from digest_mailer.bounces.process import process_bounces
 from digest_mailer.cli.state import out, print_held, print_json, state
 from digest_mailer.inbox.sources import open_source
