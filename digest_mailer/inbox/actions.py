@@ -43,7 +43,6 @@ from digest_mailer.errors import DigestMailerError, InputError, NotFoundError
 from digest_mailer.inbox.classify import (
     TOKEN_SHAPE,
     Incoming,
-    OurAddresses,
     Policy,
     Unreadable,
     Verdict,
@@ -92,15 +91,12 @@ class InboxContext:
     """What handling a message needs besides the session: config, our addresses, time."""
 
     def __init__(self, config: Config, *, now: datetime | None = None) -> None:
-        nl = config.newsletter
         self.config = config
         self.now = now or utcnow()
-        self.ours = OurAddresses.of(
-            nl.from_address, nl.request_address, nl.reply_to, nl.bounce_address
-        )
+        self.bounces = BounceContext(config, now=self.now)
+        self.ours = self.bounces.ours
         self.policy = Policy(self.ours, config.inbox.authserv_id, config.inbox.max_message_bytes)
         self._env: Any = None
-        self.bounces = BounceContext(config, now=self.now)
 
     @property
     def env(self) -> Any:
