@@ -30,6 +30,7 @@ CORPORA = {
     # 0 harmful); the second was written later and read once, as it came
     "outside": DATA / "requests" / "outside",
     "outside2": DATA / "requests" / "outside2",
+    "outside3": DATA / "requests" / "outside3",
 }
 FLOOR = {"precision": 0.85, "recall": 0.75}  # per label, over the whole corpus
 POLICY_NEWSLETTER = (

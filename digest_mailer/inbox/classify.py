@@ -140,8 +140,8 @@ _SELF_AT = _compile(
     [
         r"\b(?:my|this is my) (?:new |other |personal |private |work |home |gmail |own )?"
         r"(?:e-?mail|address|e-?mail address) (?:is|:)",
-        r"\b(?:use|to|at|add) my (?:new |other |personal |private |work |home |own )?"
-        r"(?:e-?mail|address|e-?mail address)\b",
+        r"\b(?:use|to|at|add) my (?:new |other |personal |private |work |home |own |office )?"
+        r"(?:e-?mail|address|e-?mail address|mailbox|inbox)\b",
         r"\b(?:subscribe|sign up|add) me (?:at|with|as|using)\b",
         r"\bsend (?:it|the digest|the newsletter) to me at\b",
         r"\bmeine[rnm]? (?:neue[rnm]? |private[rnm]? |dienstliche[rnm]? |geschäftliche[rnm]? )?"
@@ -161,7 +161,10 @@ _NAMED = re.compile(
 # bulk and marketing mail: unsubscribe instructions addressed to the reader
 BULK_FOOTER = _compile(
     [
-        r"\b(?:to|you (?:can|may)) (?:unsubscribe|opt[- ]out|stop receiving)",
+        # instructions to the reader, not a reader's wish ("I want to unsubscribe")
+        r"\bto (?:unsubscribe|opt[- ]out|stop receiving)[^.\n]{0,40}?\b(?:click|reply|visit"
+        r"|send|go to|use|e-?mail|write|follow|here|below|link|at any time)\b",
+        r"\byou (?:can|may) (?:always |also )?(?:unsubscribe|opt[- ]out|stop receiving)",
         r"\breply (?:with )?(?:\"|')?(?:unsubscribe|stop|remove|no)\b",
         r"\bif you (?:(?:would|do) not|don'?t|no longer) (?:wish|want|like) to (?:receive|hear)",
         r"\b(?:click|tap) (?:here )?to (?:unsubscribe|opt[- ]out)",
