@@ -2,6 +2,7 @@
 through a real SMTP server, idempotence, the reply limit, review and resolve."""
 
 import mailbox
+import re
 import tomllib
 from datetime import timedelta
 from email import message_from_bytes, policy
@@ -127,9 +128,11 @@ def test_the_whole_corpus_acts_as_expected_and_a_second_run_does_nothing(
     assert status_of(store, "dana@work.test") == "pending"
     assert status_of(store, "dana.home@mail.test") is None
     assert status_of(store, "ana@corp.test") == "active"
-    # unsubscribe: at once; not subscribed: nothing created
+    # unsubscribe: nothing proves these senders own their From address (no Authentication-
+    # Results, no reply to our mail, no unsubscribe link of theirs), so each subscriber is
+    # asked to confirm and stays active until then; not subscribed: nothing created
     for address in ("ben@corp.test", "ichiro@corp.test", "quin@corp.test", "rin@corp.test"):
-        assert status_of(store, address) == "unsubscribed"
+        assert status_of(store, address) == "active"
     assert status_of(store, "stranger@else.test") is None
     # confirm: the pending ones whose token came back are active
     for address in ("pend1@corp.test", "pend2@corp.test", "pend3@corp.test", "pend4@corp.test"):
@@ -153,7 +156,22 @@ def test_the_whole_corpus_acts_as_expected_and_a_second_run_does_nothing(
             select(Event).join(Subscriber).where(Subscriber.email_key == "ben@corp.test")
         ).all()[-1]
         assert event.actor == "email-request" and "u01-subject-only" in event.detail
+        assert event.kind == "request" and "asked to confirm" in event.detail
         assert session.scalar(select(func.count()).select_from(InboxMessage)) == len(names)
+    # ben replies to the confirmation request: a reply to our own message is the proof
+    asked = next(
+        g.message for g in smtp_server.handler.received
+        if g.rcpt == "ben@corp.test" and "Confirm: stop sending" in str(g.message["Subject"])
+    )  # fmt: skip
+    answer = (
+        f"From: ben@corp.test\r\nTo: weekly@transit-lab.test\r\nSubject: Re: {asked['Subject']}\r\n"
+        f"Message-ID: <ben-yes@corp.test>\r\nIn-Reply-To: {asked['Message-ID']}\r\n\r\nYes.\r\n"
+    ).encode()
+    with store.Session.begin() as session:
+        confirmed = rq.handle_message(session, rq.InboxContext(config), answer)
+    assert confirmed.label == "unsubscribe" and confirmed.action.startswith("unsubscribed;")
+    assert status_of(store, "ben@corp.test") == "unsubscribed"
+    names.append("ben-yes")  # recorded like every other message
 
     before = snapshot(store)
     received = len(smtp_server.handler.received)
@@ -178,7 +196,8 @@ def test_double_opt_in_round_trip_through_smtp(
     assert [r.outcome.kind for r in replies] == ["sent"]
     (confirmation,) = smtp_server.handler.received
     message = confirmation.message
-    assert message["To"] == "Carla Ruiz <carla.ruiz@mail.test>"
+    # the requester's display name is not repeated: someone else may have written it
+    assert message["To"] == "carla.ruiz@mail.test"
     assert message["In-Reply-To"].startswith("<s02-please-add-me.")
     token = message["Subject"].split("[token: ")[1].rstrip("]")
     assert message["Subject"] == f"Confirm your subscription [token: {token}]"
@@ -376,7 +395,19 @@ def test_reply_message_shape(store: Store, config) -> None:
     incoming_raw = (CORPUS / "u02-please-remove.eml").read_bytes()
     with store.Session.begin() as session:
         rq.handle_message(session, ctx, incoming_raw)
-        data = session.scalars(select(Reply)).one().data
+        asked = message_from_bytes(session.scalars(select(Reply)).one().data, policy=policy.default)
+    assert asked["Subject"] == "Confirm: stop sending Transit Policy Weekly to cleo@corp.test?"
+    link = re.search(r"https://\S+/u/\S+", asked.get_body(("plain",)).get_content())
+    assert link is not None  # the signed one-click link: the web page confirms
+    # a reply carrying cleo's own unsubscribe link (as a reply quoting an issue does) is proof
+    proven = incoming_raw.replace(b"Message-ID: <", b"Message-ID: <again.") + (
+        f"\r\n> Unsubscribe: {link.group(0)}\r\n".encode()
+    )
+    later = rq.InboxContext(config, now=ctx.now + timedelta(hours=2))
+    with store.Session.begin() as session:
+        result = rq.handle_message(session, later, proven)
+        data = session.scalars(select(Reply).order_by(Reply.id.desc())).first().data
+    assert result.action == "unsubscribed; acknowledgement sent"
     message = message_from_bytes(data, policy=policy.default)
     assert message["Subject"] == "You are unsubscribed from Transit Policy Weekly"
     assert message["From"] == "Transit Policy Weekly <weekly@transit-lab.test>"

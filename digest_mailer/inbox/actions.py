@@ -25,6 +25,7 @@ A message that could not be read or acted on is held for review with the error n
 """
 
 import hashlib
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -34,7 +35,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from digest_mailer.addresses import MAX_ADDRESS, address_key, clip, normalize_address
+from digest_mailer.addresses import MAX_ADDRESS, address_key, clip, mailbox_key, normalize_address
 from digest_mailer.bounces.process import BounceContext, handle_report
 from digest_mailer.composer import one_line, template_environment
 from digest_mailer.config import Config
@@ -44,8 +45,10 @@ from digest_mailer.inbox.classify import (
     TOKEN_SHAPE,
     Incoming,
     Policy,
+    Undecodable,
     Unreadable,
     Verdict,
+    body_text,
     decide,
     message_key,
     parse,
@@ -54,8 +57,9 @@ from digest_mailer.inbox.outbox import ReplyResult, queue_reply, reply_refused, 
 from digest_mailer.inbox.run import HeldMessage, RunResult, Steps, run_mailbox
 from digest_mailer.inbox.sources import MessageSource
 from digest_mailer.kinds import InboxState, Label
-from digest_mailer.models import Confirmation, InboxMessage, Subscriber, utcnow
+from digest_mailer.models import Confirmation, Delivery, InboxMessage, Reply, Subscriber, utcnow
 from digest_mailer.subscribers import find_subscriber, record_event, set_status
+from digest_mailer.tokens import make_token, read_token, signing_secret
 from digest_mailer.transport import Transport
 
 CONFIRM_DAYS = 7
@@ -90,9 +94,12 @@ class InboxResult:
 class InboxContext:
     """What handling a message needs besides the session: config, our addresses, time."""
 
-    def __init__(self, config: Config, *, now: datetime | None = None) -> None:
+    def __init__(
+        self, config: Config, *, now: datetime | None = None, dry_run: bool = False
+    ) -> None:
         self.config = config
         self.now = now or utcnow()
+        self.dry_run = dry_run  # replies are recorded but not built
         self.bounces = BounceContext(config, now=self.now)
         self.ours = self.bounces.ours
         self.policy = Policy(self.ours, config.inbox.authserv_id, config.inbox.max_message_bytes)
@@ -140,8 +147,11 @@ def decide_message(raw: bytes, policy: Policy) -> Decided:
 
 
 def _already(session: Session, key: str) -> InboxMessage | None:
-    found = session.scalar(select(InboxMessage.id).where(InboxMessage.message_key == key))
-    return session.get(InboxMessage, found) if found else None
+    """The record of a message with this key. Earlier messages of the run were flushed
+    when their savepoints were released, so no autoflush is needed."""
+    with session.no_autoflush:
+        found = session.scalar(select(InboxMessage.id).where(InboxMessage.message_key == key))
+        return session.get(InboxMessage, found) if found else None
 
 
 def _record(ctx: InboxContext, decided: Decided, verdict: Verdict) -> InboxMessage:
@@ -185,9 +195,9 @@ def handle_decided(
             verdict = Verdict(Label.REVIEW, str(exc), None, verdict.own)
     record = _record(ctx, decided, verdict)
     session.add(record)
-    session.flush()
     acted = False
     if verdict.label in (Label.SUBSCRIBE, Label.UNSUBSCRIBE, Label.CONFIRM) and incoming:
+        session.flush()  # replies and confirmations refer to the record's id
         address, action = _act(session, ctx, record, verdict, incoming)
         acted = True
     elif verdict.label == Label.BOUNCE and incoming is not None:
@@ -243,7 +253,93 @@ def _act(
         same = address_key(address) == address_key(incoming.sender)
         name = incoming.sender_name if same else ""
         return address, start_subscription(session, ctx, address, name, record, incoming)
+    subscriber = find_subscriber(session, address)
+    if subscriber is not None and subscriber.status in ("active", "pending"):
+        proof = verdict.authenticated and f"sender authenticated ({verdict.authenticated})"
+        proof = proof or _unsubscribe_proof(session, ctx, subscriber, incoming)
+        if not proof:
+            return address, ask_to_confirm_unsubscribe(session, ctx, subscriber, record, incoming)
     return address, unsubscribe(session, ctx, address, record, incoming)
+
+
+UNSUBSCRIBE_LINK = re.compile(r"/u/([0-9a-z]{1,13}-[A-Za-z0-9_-]{24})(?![A-Za-z0-9_-])")
+_IDS = re.compile(r"<[^<>\s]{1,250}>")
+
+
+def _unsubscribe_proof(
+    session: Session, ctx: InboxContext, subscriber: Subscriber, incoming: Incoming
+) -> str:
+    """Why this message surely comes from the subscriber (''  when nothing shows it): it
+    replies to a message we sent to that address (its In-Reply-To or References name our
+    Message-ID), or it carries that subscriber's own signed unsubscribe link (a reply
+    quoting the issue). A From header alone proves nothing: anyone can write one."""
+    msg = incoming.message
+    ids = _IDS.findall(f"{msg.get('In-Reply-To') or ''} {incoming.references}"[:20_000])[-50:]
+    key = subscriber.email_key
+    if ids:
+        ours = session.scalar(
+            select(Delivery.id).where(
+                Delivery.message_id.in_(ids), Delivery.subscriber_id == subscriber.id
+            )
+        ) or session.scalar(
+            select(Reply.id).where(Reply.message_id.in_(ids), Reply.address_key == key)
+        )
+        if ours:
+            return "a reply to our message"
+    text = incoming.subject + "\n" + _readable_text(incoming)
+    tokens = UNSUBSCRIBE_LINK.findall(text[:MAX_LINK_SEARCH])[:20]
+    if tokens:
+        try:
+            secret = signing_secret(ctx.config)
+        except DigestMailerError:
+            return ""
+        if any(read_token(secret, "unsubscribe", t) == subscriber.id for t in tokens):
+            return "carries the reader's own unsubscribe link"
+    return ""
+
+
+def _readable_text(incoming: Incoming) -> str:
+    try:
+        return body_text(incoming.message)
+    except Undecodable:
+        return ""
+
+
+MAX_LINK_SEARCH = 1 << 20
+
+
+def ask_to_confirm_unsubscribe(
+    session: Session,
+    ctx: InboxContext,
+    subscriber: Subscriber,
+    request: InboxMessage | None,
+    incoming: Incoming | None,
+) -> str:
+    """An unsubscribe request nothing proves the subscriber sent: the subscriber is asked
+    to confirm it (the signed one-click link, or a reply), and nothing changes until then."""
+    origin = _origin(request, ACTOR)
+    record_event(
+        session, subscriber, "request", ACTOR,
+        f"asked by email to unsubscribe ({origin}); nothing proves the sender owns the "
+        "address, so the subscriber is asked to confirm",
+    )  # fmt: skip
+    refused = reply_refused(session, ctx.config, subscriber.email, "confirm_unsubscribe", ctx.now)
+    if refused:
+        return f"none: not proven; no confirmation sent ({refused})"
+    nl = ctx.config.newsletter
+    link = ""
+    if nl.public_url:
+        try:
+            token = make_token(signing_secret(ctx.config), "unsubscribe", subscriber.id)
+            link = f"{nl.public_url.rstrip('/')}/u/{token}"
+        except DigestMailerError:
+            link = ""
+    queue_reply(
+        session, ctx, "confirm_unsubscribe", subscriber.email, "",
+        f"Confirm: stop sending {nl.title} to {subscriber.email}?",
+        {"address": subscriber.email, "unsubscribe_url": link}, request, incoming,
+    )  # fmt: skip
+    return "none: not proven; asked the subscriber to confirm the unsubscribe"
 
 
 # --------------------------------------------------------------------------- the actions
@@ -267,6 +363,11 @@ def start_subscription(
     origin = _origin(request, "staff")
     if subscriber is not None and subscriber.status == "active":
         return "none: already subscribed"
+    if subscriber is not None and subscriber.status in ("complained", "bounced") and request:
+        # someone who reported us as spam, or whose mail bounced, gets no mail on a request
+        # anyone could have written: staff decide
+        request.state = InboxState.REVIEW
+        return f"held for review: the address is {subscriber.status}; no confirmation sent"
     if subscriber is None:
         subscriber = Subscriber(
             email=address,
@@ -317,7 +418,7 @@ def start_subscription(
         ctx,
         "confirm",
         address,
-        subscriber.name,
+        "",  # never a display name someone else may have written
         f"Confirm your subscription [token: {token}]",
         {"confirm_url": link, "token": token, "days": CONFIRM_DAYS, "address": address},
         request,
@@ -347,6 +448,10 @@ def confirm_token(
     if confirmation is not None and subscriber is not None:
         if confirmation.confirmed_at is not None or subscriber.status == "active":
             return "none: already confirmed"
+        if incoming is not None and mailbox_key(incoming.sender) != mailbox_key(subscriber.email):
+            # a gateway, a helpdesk, a link scanner or a person the mail was forwarded to
+            # echoed the token: only the address itself (or the web link) confirms
+            return f"none: the token came back from {clip(incoming.sender, 80)}, not the address"
         if confirmation.expires_at > ctx.now:
             origin = _origin(request, actor)
             confirmation.confirmed_at = ctx.now
@@ -444,7 +549,7 @@ def process_inbox(
     """Read every message from ``source``, record and act on each (see
     :mod:`digest_mailer.inbox.run`), then send the replies. ``dry_run`` decides and
     reports, changes nothing and sends nothing."""
-    ctx = InboxContext(config, now=now)
+    ctx = InboxContext(config, now=now, dry_run=dry_run)
     steps: Steps[Decided, InboxResult] = Steps(
         decide=lambda raw: decide_message(raw, ctx.policy),
         act=lambda session, decided: handle_decided(session, ctx, decided),

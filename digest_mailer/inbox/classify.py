@@ -353,6 +353,27 @@ def _header(msg: Message, name: str) -> str:
     return re.sub(r"\s+", " ", decode_words(str(value))).strip()
 
 
+def _sender_of(msg: Message) -> tuple[str, str]:
+    """(display name, address) of the one sender, or ('', '') when the From header is
+    missing, repeated, or names more than one mailbox: a request must come from one
+    address. The address in angle brackets wins over anything address-like before it."""
+    if len(msg.get_all("From") or []) != 1:
+        return "", ""
+    value = _unicode_header(msg, "From")
+    outside = re.sub(r'"[^"]{0,500}"', '""', value)  # quoted display names
+    if outside.count("<") > 1 or outside.count(",") > 0 and "<" not in outside:
+        return "", ""
+    if outside.count("<") == 1 and outside.count(">") == 1:
+        address = value[value.rindex("<") + 1 : value.rindex(">")].strip()
+        name = value[: value.rindex("<")].strip().strip('"').strip()
+        return name, address if address.count("@") == 1 else ""
+    try:
+        name, address = email.utils.parseaddr(value)
+    except (RecursionError, ValueError, IndexError):
+        return "", ""
+    return name, address if address.count("@") == 1 else ""
+
+
 def _unicode_header(msg: Message, name: str) -> str:
     """The first ``name`` header as written, unfolded, raw 8-bit bytes read as UTF-8 (RFC
     6532 internationalised addresses), RFC 2047 words left encoded."""
@@ -390,7 +411,7 @@ def parse(raw: bytes, *, max_bytes: int | None = None) -> Incoming:
     message_id = _raw_header(msg, "Message-ID")[:MAX_LINE] or None
     if message_id and not re.fullmatch(r"<?[^<>\s]{1,998}>?", message_id):
         message_id = None
-    name, address = email.utils.parseaddr(_unicode_header(msg, "From"))
+    name, address = _sender_of(msg)
     date = None
     try:
         date = email.utils.parsedate_to_datetime(_raw_header(msg, "Date"))
@@ -400,7 +421,7 @@ def parse(raw: bytes, *, max_bytes: int | None = None) -> Incoming:
     return Incoming(
         key=message_key(message_id, raw),
         message_id=message_id,
-        sender=address.strip(),
+        sender="" if "\ufffd" in address else address.strip(),
         sender_name=decode_words(name).strip(),
         subject=_header(msg, "Subject"),
         date=date,
@@ -562,6 +583,8 @@ class Verdict:
     reason: str
     target: str | None = None  # the address to act on; the token for ``confirm``
     own: str = ""  # what the sender wrote
+    # how our own server authenticated the sender's domain ("dmarc", "dkim"), or ""
+    authenticated: str = ""
 
 
 @dataclass(frozen=True)
@@ -688,6 +711,34 @@ def failed_authentication(msg: Message, authserv_id: str) -> str | None:
             return f"the sender failed SPF and DKIM at {authserv_id}"
         return None  # our server's verdict is the one that counts
     return None
+
+
+_AUTH_PROPERTY = re.compile(
+    r"\b(dmarc|dkim)[ \t]*=[ \t]*pass\b[^;]{0,300}?\bheader\.(?:from|d|i)[ \t]*=[ \t]*@?"
+    r"([^\s;()]{1,255})",
+    re.I,
+)
+
+
+def authenticated_sender(msg: Message, authserv_id: str, sender: str) -> str:
+    """``dmarc`` or ``dkim`` when our own server's ``Authentication-Results`` say the
+    sender's domain passed (DMARC for the From domain, or a DKIM signature of that domain
+    or a parent): proof the From address was not forged. '' otherwise."""
+    if not authserv_id or "@" not in sender:
+        return ""
+    domain = sender.rpartition("@")[2].lower().rstrip(".")
+    wanted = authserv_id.strip().lower()
+    for value in msg.get_all("Authentication-Results") or []:
+        text = re.sub(r"\s+", " ", str(value)[:MAX_HEADER]).strip()
+        if text.split(";", 1)[0].strip().split(" ", 1)[0].lower() != wanted:
+            continue
+        found = ""
+        for method, where in _AUTH_PROPERTY.findall(text):
+            where = where.lower().rpartition("@")[2].rstrip(".")
+            if domain == where or domain.endswith("." + where):
+                found = found or method.lower()
+        return found  # our server's verdict is the one that counts
+    return ""
 
 
 def _walk(msg: Message) -> Iterator[Message]:
@@ -846,7 +897,10 @@ def decide(incoming: Incoming, policy: Policy) -> Verdict:
         if third or person:
             who = (third or person).group(0)  # type: ignore[union-attr]
             return Verdict(Label.REVIEW, f"may be about someone else ({who.strip()})", None, own)
-        return Verdict(Label.UNSUBSCRIBE, "asks to unsubscribe", incoming.sender, own)
+        return Verdict(
+            Label.UNSUBSCRIBE, "asks to unsubscribe", incoming.sender, own,
+            authenticated_sender(msg, policy.authserv_id, incoming.sender),
+        )  # fmt: skip
     if named:
         if _SELF_AT.search(text):
             return Verdict(Label.SUBSCRIBE, f"asks for themselves at {named[0]}", named[0], own)

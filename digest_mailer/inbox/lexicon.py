@@ -122,6 +122,8 @@ ENGLISH = Language(
         r"\b(?:he|she|they) (?:has|have|had)? ?(?:left|retired|moved on|passed away)\b",
         r"\b(?:he|she|they)(?: is| are|'s|'re)? no longer (?:works?|with us|employed|at|here)\b",
         r"\bon behalf of\b",
+        r"\b(?:everyone|everybody|all of us|all (?:our |the )?(?:staff|employees|addresses|members"
+        r"|users|readers)|(?:the )?whole (?:team|office|company|department|domain|organi[sz]ation))\b",
         r"\b(?:his|her|their) (?:e-?mail|address|subscription|mailbox|account)\b",
         # "she", "him", "her" and "his" name nobody who writes for themselves; "he" only
         # with a verb, as Spanish "he" (I have) is common ("nunca me he suscrito")

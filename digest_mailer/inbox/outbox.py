@@ -7,8 +7,9 @@ crash neither loses a reply nor sends one twice. Replies carry ``Auto-Submitted:
 auto-replied`` and ``In-Reply-To``.
 
 Caps (:func:`reply_refused`): one reply an hour per mailbox (``+tag`` variants count as
-one), and confirmation mails at most ``[inbox] confirmations_per_hour_per_domain`` an
-hour per recipient domain and ``confirmations_per_hour`` in all, so nobody can use the
+one), and replies to addresses nobody proved (confirmations, "not subscribed", "confirm
+your unsubscribe", "unknown code") at most ``[inbox] confirmations_per_hour_per_domain``
+an hour per recipient domain and ``confirmations_per_hour`` in all, so nobody can use the
 request address to flood a mailbox or a domain.
 """
 
@@ -40,14 +41,21 @@ MAX_REPLY_ATTEMPTS = 5
 
 def reply_refused(session: Session, config: Config, address: str, kind: str, now: datetime) -> str:
     """Why no reply of ``kind`` may go to ``address`` now ('' when one may)."""
+    with session.no_autoflush:  # replies are flushed as they are queued
+        return _reply_refused(session, config, address, kind, now)
+
+
+def _reply_refused(session: Session, config: Config, address: str, kind: str, now: datetime) -> str:
     since = now - REPLY_INTERVAL
     recent = select(func.count(Reply.id)).where(Reply.created_at > since)
     if session.scalar(recent.where(Reply.mailbox_key == mailbox_key(address))):
         return "this mailbox had a reply within the hour"
-    if kind != "confirm":
+    if kind == "unsubscribed":  # the owner proved the address: always acknowledged
         return ""
     box = config.inbox
-    confirmations = recent.where(Reply.kind == "confirm")
+    # every reply to an address nobody proved (confirmations, "not subscribed", "confirm
+    # your unsubscribe", "unknown code") counts: anyone can forge the sender
+    confirmations = recent.where(Reply.kind != "unsubscribed")
     domain = domain_key(address)
     if session.scalar(confirmations.where(Reply.domain == domain)) >= (
         box.confirmations_per_hour_per_domain
@@ -76,7 +84,44 @@ def queue_reply(
     incoming: Incoming | None,
 ) -> Reply:
     """Build a reply from ``templates/requests/KIND.{txt,html}.j2`` into the outbox.
-    ``ctx`` gives ``config``, ``env`` (the templates) and ``now``."""
+    ``ctx`` gives ``config``, ``env`` (the templates), ``now`` and ``dry_run``: a dry run
+    records the reply (so the caps count it) without building a message nobody sends."""
+    nl = ctx.config.newsletter
+    message_id = make_message_id(domain_of(nl.request_address), "reply", kind)
+    data = (
+        None
+        if getattr(ctx, "dry_run", False)
+        else _build(ctx, kind, address, name, subject, context, incoming, message_id)
+    )
+    reply = Reply(
+        request_id=request.id if request else None,
+        address=address,
+        address_key=address_key(address),
+        mailbox_key=mailbox_key(address),
+        domain=domain_key(address),
+        kind=kind,
+        subject=subject,
+        message_id=message_id,
+        data=data,
+        state="queued",
+        attempts=0,
+        created_at=ctx.now,
+    )
+    session.add(reply)
+    session.flush()
+    return reply
+
+
+def _build(
+    ctx: Any,
+    kind: str,
+    address: str,
+    name: str,
+    subject: str,
+    context: dict[str, Any],
+    incoming: Incoming | None,
+    message_id: str,
+) -> bytes:
     nl = ctx.config.newsletter
     values = {
         "newsletter": nl.title,
@@ -92,7 +137,6 @@ def queue_reply(
     msg["To"] = format_recipient(address, name)
     msg["Subject"] = one_line(subject)
     msg["Date"] = format_datetime(ctx.now)
-    message_id = make_message_id(domain_of(nl.request_address), "reply", kind)
     msg["Message-ID"] = message_id
     if incoming is not None and incoming.message_id:
         msg["In-Reply-To"] = incoming.message_id
@@ -101,24 +145,8 @@ def queue_reply(
     msg["X-Auto-Response-Suppress"] = "All"
     msg.set_content(text, charset="utf-8", cte="quoted-printable")
     msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
-    reply = Reply(
-        request_id=request.id if request else None,
-        address=address,
-        address_key=address_key(address),
-        mailbox_key=mailbox_key(address),
-        domain=domain_key(address),
-        kind=kind,
-        subject=subject,
-        message_id=message_id,
-        # a non-ASCII local part is written raw (RFC 6532), sent with SMTPUTF8
-        data=msg.as_bytes(policy=SMTPUTF8 if wire_address(address).utf8 else SMTP),
-        state="queued",
-        attempts=0,
-        created_at=ctx.now,
-    )
-    session.add(reply)
-    session.flush()
-    return reply
+    # a non-ASCII local part is written raw (RFC 6532), sent with SMTPUTF8
+    return msg.as_bytes(policy=SMTPUTF8 if wire_address(address).utf8 else SMTP)
 
 
 @dataclass
