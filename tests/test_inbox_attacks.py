@@ -192,3 +192,18 @@ def test_a_request_for_everyone_is_held(people: Store, config: Config, body: str
 def test_an_unreadable_sender_address_is_held(people: Store, config: Config) -> None:
     message = b"From: M\xfcller <m\xfcller@corp.test>\r\nSubject: subscribe\r\nMessage-ID: <l1@corp.test>\r\n\r\nadd me\r\n"
     assert handle(people, config, message).label == "review"
+
+
+def test_a_reused_message_id_does_not_hide_a_later_request(people: Store, config: Config) -> None:
+    first = raw("From: attacker@evil.test\nSubject: hi\nMessage-ID: <dup-1@x.test>", "hello")
+    later = raw(
+        f"Authentication-Results: {OURS}; dmarc=pass header.from=corp.test\n"
+        "From: ana@corp.test\nSubject: unsubscribe\nMessage-ID: <dup-1@x.test>"
+    )
+    handle(people, config, first)
+    result = handle(people, config, later)
+    assert (
+        result.action.startswith("unsubscribed")
+        and status(people, "ana@corp.test") == "unsubscribed"
+    )
+    assert handle(people, config, later).action == "none: already processed"

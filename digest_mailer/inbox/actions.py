@@ -182,6 +182,11 @@ def handle_decided(
     message_id = incoming.message_id if incoming else None
     sender = incoming.sender if incoming else ""
     existing = _already(session, decided.key)
+    if existing is not None and address_key(existing.from_address) != address_key(sender):
+        # the same Message-ID from another sender is another message: a reused or guessed
+        # Message-ID must not make a later request look "already processed"
+        decided = replace(decided, key=f"{decided.key[:180]} {message_key(None, decided.raw)}")
+        existing = _already(session, decided.key)
     if existing is not None:
         result = InboxResult(
             message_id, sender, existing.label, existing.address, "none: already processed",

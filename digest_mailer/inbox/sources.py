@@ -49,6 +49,8 @@ class MessageSource:
 
 class MboxSource(MessageSource):
     def __init__(self, path: Path) -> None:
+        if path.is_dir():
+            raise InputError(f"{path} is a folder, not an mbox file (for a Maildir use --maildir)")
         if not path.is_file():
             raise InputError(f"mbox file {path} not found")
         self.name = f"mbox {path}"
