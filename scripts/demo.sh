@@ -3,7 +3,8 @@
 # imported from a spreadsheet export, a seed list, the sample issue composed and linted, a
 # local capture SMTP server, a test send, the real send (DKIM-signed, VERP return paths),
 # the send log, a bounce and a complaint processed, requests emailed to the digest address
-# (double opt-in, unsubscribe, review), and the one-click unsubscribe page.
+# (double opt-in, an unsubscribe confirmed by its owner, review, a message held on an
+# error, a forged bounce left unverified), and the one-click unsubscribe page.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d -t digest-demo.XXXXXX)"
@@ -162,6 +163,18 @@ mailbox.Maildir(sys.argv[2]).add(reply.encode())
 PY
 digest-mailer requests process --maildir requests
 digest-mailer subscribers show elif.demir@newsroom.test
+step "Bo's unsubscribe proved nothing (anyone can write a From line): Bo was asked, replies, and is unsubscribed"
+python3 - "$work/captured" "$work/requests" <<'PY'
+import mailbox, sys
+from email import message_from_bytes, policy
+captured = [message_from_bytes(m.as_bytes(), policy=policy.default) for m in mailbox.Maildir(sys.argv[1])]
+asked = next(m for m in captured if str(m["Subject"]).startswith("Confirm: stop sending"))
+print(f"  captured: To: {asked['To']} / Subject: {asked['Subject']}")
+reply = (f"From: bo.chen@policy-lab.test\r\nTo: digest@policy-lab.test\r\nSubject: Re: {asked['Subject']}\r\n"
+         f"Message-ID: <demo-8@policy-lab.test>\r\nIn-Reply-To: {asked['Message-ID']}\r\n\r\nYes, please stop.\r\n")
+mailbox.Maildir(sys.argv[2]).add(reply.encode())
+PY
+digest-mailer requests process --maildir requests | grep -v "already processed"
 step "one message fails while it is acted on (here the database refuses its row): it is held with the error named, and the run goes on"
 python3 - "$work/subscribers/digest.db" "$work/requests" <<'PY'
 import mailbox, sqlite3, sys
