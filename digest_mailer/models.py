@@ -313,7 +313,7 @@ class Reply(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     smtp_code: Mapped[int | None] = mapped_column(Integer)
     smtp_message: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 

@@ -40,31 +40,29 @@ MAX_REPLY_ATTEMPTS = 5
 
 
 def reply_refused(session: Session, config: Config, address: str, kind: str, now: datetime) -> str:
-    """Why no reply of ``kind`` may go to ``address`` now ('' when one may)."""
+    """Why no reply of ``kind`` may go to ``address`` now ('' when one may). One query over
+    the last hour's replies (``created_at`` is indexed)."""
+    domain = domain_key(address)
+    unproven = Reply.kind != "unsubscribed"  # anyone can forge the sender of these
     with session.no_autoflush:  # replies are flushed as they are queued
-        return _reply_refused(session, config, address, kind, now)
-
-
-def _reply_refused(session: Session, config: Config, address: str, kind: str, now: datetime) -> str:
-    since = now - REPLY_INTERVAL
-    recent = select(func.count(Reply.id)).where(Reply.created_at > since)
-    if session.scalar(recent.where(Reply.mailbox_key == mailbox_key(address))):
+        to_mailbox, to_domain, in_all = session.execute(
+            select(
+                func.count(Reply.id).filter(Reply.mailbox_key == mailbox_key(address)),
+                func.count(Reply.id).filter(unproven, Reply.domain == domain),
+                func.count(Reply.id).filter(unproven),
+            ).where(Reply.created_at > now - REPLY_INTERVAL)
+        ).one()
+    if to_mailbox:
         return "this mailbox had a reply within the hour"
     if kind == "unsubscribed":  # the owner proved the address: always acknowledged
         return ""
     box = config.inbox
-    # every reply to an address nobody proved (confirmations, "not subscribed", "confirm
-    # your unsubscribe", "unknown code") counts: anyone can forge the sender
-    confirmations = recent.where(Reply.kind != "unsubscribed")
-    domain = domain_key(address)
-    if session.scalar(confirmations.where(Reply.domain == domain)) >= (
-        box.confirmations_per_hour_per_domain
-    ):
+    if to_domain >= box.confirmations_per_hour_per_domain:
         return (
             f"{box.confirmations_per_hour_per_domain} confirmations went to {domain} in the "
             "last hour ([inbox] confirmations_per_hour_per_domain)"
         )
-    if session.scalar(confirmations) >= box.confirmations_per_hour:
+    if in_all >= box.confirmations_per_hour:
         return (
             f"{box.confirmations_per_hour} confirmations went out in the last hour "
             "([inbox] confirmations_per_hour)"

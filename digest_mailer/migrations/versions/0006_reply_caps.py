@@ -1,4 +1,5 @@
-"""Confirmation caps: each reply records its mailbox (without a +tag) and its domain.
+"""Reply caps: each reply records its mailbox (without a +tag) and its domain, and the
+time it was queued is indexed (the caps count the last hour's replies).
 
 Revision ID: 0006
 Revises: 0005
@@ -22,10 +23,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("domain", sa.String(255), nullable=False, server_default=""))
         batch.create_index(op.f("ix_replies_mailbox_key"), ["mailbox_key"])
         batch.create_index(op.f("ix_replies_domain"), ["domain"])
+        batch.create_index(op.f("ix_replies_created_at"), ["created_at"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("replies") as batch:
+        batch.drop_index(op.f("ix_replies_created_at"))
         batch.drop_index(op.f("ix_replies_domain"))
         batch.drop_index(op.f("ix_replies_mailbox_key"))
         batch.drop_column("domain")
