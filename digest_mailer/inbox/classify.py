@@ -47,7 +47,7 @@ from digest_mailer.kinds import Label
 MAX_OWN_TEXT = 64 * 1024  # characters of the sender's own text that are kept
 # characters of it read for what the sender asks: a request is short, and the lexicons'
 # patterns cost about 2 ms a kilobyte together
-MAX_INTENT_TEXT = 16 * 1024
+MAX_INTENT_TEXT = 8 * 1024
 MAX_BODY = 1 << 20  # characters of a body that are cut into own text
 MAX_LINE = 1000  # longer lines are never quote markers, attributions or headers
 MAX_HTML = 2 << 20  # bytes of HTML handed to the HTML parser
