@@ -405,7 +405,7 @@ def start_subscription(
         )
     refused = reply_refused(session, ctx.config, address, "confirm", ctx.now)
     if refused:
-        return f"pending: no confirmation sent ({refused})"
+        return f"{subscriber.status}: no confirmation sent ({refused})"
     token = secrets.token_hex(16)
     session.add(
         Confirmation(
@@ -429,7 +429,7 @@ def start_subscription(
         request,
         incoming,
     )
-    return f"pending: confirmation sent to {address}"
+    return f"{subscriber.status}: confirmation sent to {address}"
 
 
 def confirm_token(

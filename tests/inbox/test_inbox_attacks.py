@@ -70,6 +70,18 @@ def test_a_forged_from_never_unsubscribes_the_victim(people: Store, config: Conf
         "dkim=pass header.d=evil.test; spf=pass smtp.mailfrom=evil.test",
         "dmarc=permerror header.from=corp.test",
         "none",
+        # what the second attacker found: comments are the writer's own words, a parent
+        # domain signs nothing of corp.test's, x- methods are not DMARC or DKIM
+        "dkim=pass (header.d=corp.test) header.d=evil.test",
+        "dkim=pass (dmarc=pass header.from=corp.test) header.d=evil.test",
+        "spf=pass (mx.transit-lab.test: domain of dmarc=pass header.from=corp.test designates"
+        " 192.0.2.1 as permitted sender) smtp.mailfrom=evil.test",
+        "spf=pass (domain of dmarc=pass@evil.test designates 192.0.2.1) smtp.mailfrom=evil.test"
+        " header.from=corp.test",
+        "dkim=pass header.d=test",
+        "dmarc=none header.from=corp.test; x-dmarc=pass header.from=corp.test",
+        "x-dkim=pass header.d=corp.test",
+        "dkim=pass (good signature; header.d=corp.test) header.d=evil.test",
     ],
 )
 def test_authentication_of_another_domain_is_no_proof(
