@@ -404,8 +404,15 @@ def compose(source: IssueSource, config: Config) -> ComposedIssue:
     )
 
 
-def compose_file(path: Path, config: Config) -> ComposedIssue:
-    return compose(read_issue(path), config)
+def compose_file(path: Path, config: Config, *, issue_id: str | None = None) -> ComposedIssue:
+    """Read and compose ``path``; ``issue_id`` (``--issue-id``) overrides the id the file
+    gives (front matter ``id``, the ``Vol:`` line, else the file name)."""
+    source = read_issue(path)
+    if issue_id is not None:
+        if not issue_id.strip() or len(issue_id) > 100 or any(c.isspace() for c in issue_id):
+            raise InputError(f"--issue-id {issue_id!r}: use one word of at most 100 characters")
+        source.id = issue_id
+    return compose(source, config)
 
 
 def write_outputs(composed: ComposedIssue, out_dir: Path, preview: bytes) -> dict[str, Path]:

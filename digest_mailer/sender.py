@@ -153,6 +153,20 @@ def record_issue(session: Session, composed: ComposedIssue) -> Issue:
     return issue
 
 
+def refuse_reused_id(issue: Issue, composed: ComposedIssue) -> None:
+    """An issue whose send finished is never sent again under its id with other text: a
+    new issue saved with the same file name (or Vol:) would otherwise be swallowed."""
+    if issue.state != "sent" or issue.fingerprint == composed.fingerprint:
+        return
+    when = f" on {issue.finished_at:%Y-%m-%d %H:%M} UTC" if issue.finished_at else ""
+    raise SendRefused(
+        f"issue {issue.id} was already sent{when} with other text (fingerprint "
+        f"{issue.fingerprint[:12]} then, {composed.fingerprint[:12]} now; the id comes from "
+        f"{composed.source.issue_id_source}). If this is a new issue, give it its own id: a "
+        "Vol: line, `id:` in the front matter, or --issue-id"
+    )
+
+
 def refuse_on_lint_errors(composed: ComposedIssue) -> None:
     errors = [f for f in lint(composed) if f.level == "error"]
     if errors:
@@ -194,6 +208,7 @@ def prepare_send(
     else:
         refuse_while_workers_run(session, composed.issue_id)
     issue = record_issue(session, composed)
+    refuse_reused_id(issue, composed)  # --allow-changed is for a send still in progress
     notes: list[str] = []
     resuming = issue.state in ("sending", "paused", "sent")
     if resuming and issue.fingerprint != composed.fingerprint:
@@ -435,6 +450,7 @@ def test_send(
     deliveries. When all are accepted the issue counts as tested. Closes ``transport``."""
     refuse_on_lint_errors(composed)
     issue = record_issue(session, composed)
+    refuse_reused_id(issue, composed)
     template = MessageTemplate(
         composed, config, subject_prefix="[TEST] ", signer=DkimSigner.from_config(config)
     )

@@ -16,6 +16,7 @@ import yaml
 from digest_mailer.errors import InputError
 
 FRONT_MATTER_KEYS = {
+    "id",
     "title",
     "volume",
     "date",
@@ -67,11 +68,20 @@ class IssueSource:
     details: list[str] = field(default_factory=list)  # inline Markdown
     footer_note: str = ""  # inline Markdown: the closing paragraph
     body: str = ""  # block Markdown, for documents without the digest sections
+    id: str = ""  # front matter ``id`` or ``--issue-id``: the issue's id, whatever the volume
 
     @property
     def issue_id(self) -> str:
-        """The issue's id in the send log: the volume, else the file name."""
-        return self.volume or self.path.stem
+        """The issue's id in the send log: ``id`` (front matter or ``--issue-id``), else
+        the volume, else the file name."""
+        return self.id or self.volume or self.path.stem
+
+    @property
+    def issue_id_source(self) -> str:
+        """Where the id comes from, for messages."""
+        if self.id:
+            return "its id"
+        return "its Vol: line" if self.volume else f"the file name {self.path.name!r}"
 
     @property
     def is_digest(self) -> bool:

@@ -258,3 +258,43 @@ def test_ctrl_c_pauses_cleanly_and_resumes(tmp_path: Path, database_url: str, se
         assert sorted(server.addresses()) == everyone
     finally:
         server.stop()
+
+
+ARTICLE = """Separator
+
+{title}
+
+Separator
+
+{body}
+
+---
+
+"To receive this digest by email, write to weekly@transit-lab.test."
+"""
+
+
+def test_a_new_issue_saved_under_a_sent_id_is_refused_not_swallowed(
+    send_cli: Cli, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    """Issue 14, item 3: without a Vol: line the id is the file name; a second article
+    saved as article.txt must never be reported as 'nothing to send' with exit 0."""
+    article = tmp_path / "article.txt"
+    article.write_text(ARTICLE.format(title="Transit fares in 2027", body="First article."))
+    send_cli.ok("send", str(article), "--test")
+    send_cli.ok("send", str(article), "--yes")
+    first = len(smtp_server.handler.received)
+    article.write_text(ARTICLE.format(title="Bus lanes that work", body="A new article."))
+    for extra in ([], ["--allow-changed"], ["--test"]):
+        refused = send_cli("send", str(article), "--yes", *extra)
+        assert refused.exit_code == 4, refused.output
+        assert "issue article was already sent" in refused.stderr
+        assert "the file name 'article.txt'" in refused.stderr and "--issue-id" in refused.stderr
+        assert "Traceback" not in refused.output
+    assert len(smtp_server.handler.received) == first  # nobody got anything
+    # given its own id, the new article goes out to everyone
+    send_cli.ok("send", str(article), "--test", "--issue-id", "article-2")
+    sent = send_cli.ok("send", str(article), "--yes", "--issue-id", "article-2")
+    assert "issue article-2: sent; 6 sent" in sent.stdout
+    bad = send_cli("send", str(article), "--yes", "--issue-id", "two words")
+    assert bad.exit_code == 1 and "--issue-id" in bad.stderr

@@ -92,3 +92,12 @@ def test_unreadable_files(tmp_path: Path) -> None:
     latin.write_bytes(b"Digest\nVol: 1\ncaf\xe9\n")
     with pytest.raises(InputError, match=r"latin.txt line 3: not UTF-8"):
         read_issue(latin)
+
+
+def test_front_matter_id_names_the_issue(tmp_path: Path) -> None:
+    path = tmp_path / "article.md"
+    path.write_text("---\nid: 2026-11-article\ntitle: Bus lanes\n---\n\nText.\n")
+    source = read_issue(path)
+    assert source.issue_id == "2026-11-article" and source.issue_id_source == "its id"
+    path.write_text("---\ntitle: Bus lanes\n---\n\nText.\n")
+    assert read_issue(path).issue_id_source == "the file name 'article.md'"

@@ -29,6 +29,10 @@ def compose(
         typer.Option("--out", "-o", help="Output folder (default: next to the issue file)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    issue_id: Annotated[
+        str | None,
+        typer.Option("--issue-id", help="The issue's id when the file has no Vol: line or id."),
+    ] = None,
 ) -> None:
     """Compose an issue into issue.html, issue.txt and preview.eml, and lint it.
 
@@ -37,7 +41,7 @@ def compose(
     Example: digest-mailer compose issues/vol-2.4.md --out build/vol-2.4
     """
     config = state(ctx).config
-    composed = composer.compose_file(issue_file, config)
+    composed = composer.compose_file(issue_file, config, issue_id=issue_id)
     findings = lint.lint(composed)
     target = out_dir or issue_file.with_suffix("")
     if target == issue_file:

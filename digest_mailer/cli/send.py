@@ -75,8 +75,15 @@ def send(
         bool, typer.Option("--resend-uncertain", help="Send again to uncertain recipients.")
     ] = False,
     allow_changed: Annotated[
-        bool, typer.Option("--allow-changed", help="Resume even though the issue changed.")
+        bool,
+        typer.Option(
+            "--allow-changed", help="Resume a send in progress although the issue changed."
+        ),
     ] = False,
+    issue_id: Annotated[
+        str | None,
+        typer.Option("--issue-id", help="The issue's id when the file has no Vol: line or id."),
+    ] = None,
     worker: Annotated[
         bool,
         typer.Option("--worker", help="Share the send with other --worker processes (PostgreSQL)."),
@@ -94,7 +101,7 @@ def send(
     config = st.config
     if worker:
         workers.require_postgresql(st.store())
-    composed = composer.compose_file(issue_file, config)
+    composed = composer.compose_file(issue_file, config, issue_id=issue_id)
     secret = signing_secret(config)
     signer = DkimSigner.from_config(config)  # a bad key stops here, before anything is sent
     findings = lint(composed)
