@@ -54,7 +54,7 @@ class IssueSource:
     """What an issue says, whatever form it was written in."""
 
     path: Path
-    form: str  # "front-matter", "digest-text" or "markdown"
+    form: str  # "front-matter", "digest-text", "article" or "markdown"
     title: str = ""
     volume: str = ""
     date: str = ""
@@ -130,12 +130,24 @@ def parse_issue(text: str, path: Path) -> IssueSource:
         end = next((i for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), None)
         if end is not None:
             return _front_matter(lines[1:end], lines[end + 1 :], path)
+    if _looks_like_article(lines):
+        issue = IssueSource(path, "article")
+        _article(lines, issue)
+        return issue
+    lines = [line for line in lines if not SEPARATOR_RE.match(line)]
     if _looks_like_digest(lines):
         issue = IssueSource(path, "digest-text")
         _digest_text(lines, issue)
         return issue
     issue = IssueSource(path, "markdown")
     _generic(lines, issue)
+    if not issue.title:
+        raise InputError(
+            f"{path}: no title found. Expected one of: the digest text (a title line, Vol:, "
+            "Headlines:, Details:), the single article (Separator / its title / Separator), "
+            "Markdown whose first line is a # heading or a short title, or front matter "
+            "with title:"
+        )
     return issue
 
 
@@ -279,4 +291,49 @@ def _title_from_body(body: str) -> tuple[str, str]:
 
 
 def _generic(lines: list[str], issue: IssueSource) -> None:
-    issue.title, issue.body = _title_from_body("\n".join(lines))
+    """Any other Markdown: its first line is the title when it is a heading or a short line
+    that does not end a sentence; otherwise there is no title (an error, not an issue
+    named after a stray sentence)."""
+    title, body = _title_from_body("\n".join(lines))
+    first = next((line.strip() for line in lines if line.strip()), "")
+    if first.startswith("#") or (len(title) <= MAX_TITLE and not title.endswith((".", ","))):
+        issue.title, issue.body = title, body
+    else:
+        issue.body = "\n".join(lines).strip("\n")
+
+
+MAX_TITLE = 150
+SEPARATOR_RE = re.compile(r"^[ \t]*separator[ \t]*$", re.IGNORECASE)
+CURRENT_ISSUE_RE = re.compile(r"^[ \t]*current[ \t]+issue[ \t]*[-–—:][ \t]*", re.IGNORECASE)
+
+
+def _looks_like_article(lines: list[str]) -> bool:
+    """The single-article shape copied from the website: a line ``Separator``, the
+    title, another ``Separator``, then the article."""
+    head = [line for line in lines if line.strip()][:6]
+    marks = [i for i, line in enumerate(head) if SEPARATOR_RE.match(line)]
+    return len(marks) >= 2 and marks[0] == 0 and marks[1] > 1
+
+
+def _article(lines: list[str], issue: IssueSource) -> None:
+    marks = [i for i, line in enumerate(lines) if SEPARATOR_RE.match(line)]
+    first, second = marks[0], marks[1]
+    issue.title = " ".join(_strip_heading(x) for x in lines[first + 1 : second] if x.strip())
+    rest = [line for line in lines[second + 1 :] if not SEPARATOR_RE.match(line)]
+    rule = max((i for i, line in enumerate(rest) if RULE_RE.match(line)), default=None)
+    footer: list[str] = []
+    if rule is not None:
+        rest, footer = rest[:rule], rest[rule + 1 :]
+    paragraphs: list[str] = []
+    for block in "\n".join(rest).split("\n\n"):
+        text = block.strip()
+        if not text:
+            continue
+        if CURRENT_ISSUE_RE.match(text):  # a labelled note, its links kept
+            text = "**Current issue:** " + CURRENT_ISSUE_RE.sub("", text, count=1).strip()
+        paragraphs.append(text)
+    issue.body = "\n\n".join(paragraphs)
+    note = " ".join(x.strip() for x in footer if x.strip())
+    if len(note) >= 2 and note[0] in QUOTES and note[-1] in QUOTES:
+        note = note[1:-1].strip()
+    issue.footer_note = note

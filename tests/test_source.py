@@ -101,3 +101,43 @@ def test_front_matter_id_names_the_issue(tmp_path: Path) -> None:
     assert source.issue_id == "2026-11-article" and source.issue_id_source == "its id"
     path.write_text("---\ntitle: Bus lanes\n---\n\nText.\n")
     assert read_issue(path).issue_id_source == "the file name 'article.md'"
+
+
+ARTICLE = """Separator
+
+Why bus lanes work: evidence from twelve cities
+
+Separator
+
+Cities that painted bus lanes saw **faster journeys** within months. The [report](https://example.org/report) compares twelve.
+
+Separator
+
+Current Issue- Read the full [digest](#) and our [archive](https://example.org/archive).
+
+---
+
+"To receive this digest by email, contact policy@thinktank.test."
+"""
+
+
+def test_the_single_article_shape_takes_its_title_between_separators(tmp_path: Path) -> None:
+    """Issue 14, item 1: the draft was titled "Separator" before."""
+    source = parse_issue(ARTICLE, tmp_path / "article.txt")
+    assert source.form == "article"
+    assert source.title == "Why bus lanes work: evidence from twelve cities"
+    assert "separator" not in (source.body + source.footer_note).lower()
+    assert "**Current issue:** Read the full [digest](#)" in source.body
+    assert source.footer_note == "To receive this digest by email, contact policy@thinktank.test."
+
+
+def test_a_draft_in_no_known_shape_is_an_error_naming_the_shapes(tmp_path: Path) -> None:
+    text = (
+        "This is a long opening sentence that reads like the body of an article and not at "
+        "all like its title, because it goes on and on and ends with a full stop as prose does.\n\n"
+        "More text.\n"
+    )
+    with pytest.raises(InputError, match="no title found.*Vol:.*Separator"):
+        parse_issue(text, tmp_path / "draft.txt")
+    short = parse_issue("Bus lanes in brief\n\nText.\n", tmp_path / "brief.txt")
+    assert short.title == "Bus lanes in brief"
