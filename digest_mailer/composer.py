@@ -404,10 +404,13 @@ def compose(source: IssueSource, config: Config) -> ComposedIssue:
     )
 
 
-def compose_file(path: Path, config: Config, *, issue_id: str | None = None) -> ComposedIssue:
+def compose_file(
+    path: Path, config: Config, *, issue_id: str | None = None, encoding: str | None = None
+) -> ComposedIssue:
     """Read and compose ``path``; ``issue_id`` (``--issue-id``) overrides the id the file
-    gives (front matter ``id``, the ``Vol:`` line, else the file name)."""
-    source = read_issue(path)
+    gives (front matter ``id``, the ``Vol:`` line, else the file name); ``encoding``
+    (``--encoding``) the encoding the file is read in."""
+    source = read_issue(path, encoding=encoding)
     if issue_id is not None:
         if not issue_id.strip() or len(issue_id) > 100 or any(c.isspace() for c in issue_id):
             raise InputError(f"--issue-id {issue_id!r}: use one word of at most 100 characters")

@@ -6,6 +6,7 @@ Inline text (headlines, detail paragraphs, the closing note) stays Markdown here
 composer renders it.
 """
 
+import codecs
 import datetime as dt
 import re
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class IssueSource:
     footer_note: str = ""  # inline Markdown: the closing paragraph
     body: str = ""  # block Markdown, for documents without the digest sections
     id: str = ""  # front matter ``id`` or ``--issue-id``: the issue's id, whatever the volume
+    encoding: str = "UTF-8"  # what the file was read as (not part of what is composed)
 
     @property
     def issue_id(self) -> str:
@@ -106,20 +108,56 @@ def format_date(value: dt.date) -> str:
     return f"{value:%B} {value.day}, {value.year}"
 
 
-def read_issue(path: Path) -> IssueSource:
-    """Read an issue file in any of the three forms; bad input is an :class:`InputError`."""
+def read_issue(path: Path, *, encoding: str | None = None) -> IssueSource:
+    """Read an issue file in any of the three forms; bad input is an :class:`InputError`.
+    The text's encoding is found as :func:`decode_draft` says, unless ``encoding`` is
+    given."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text, used = decode_draft(raw, path, encoding)
+    issue = parse_issue(text.replace("\r\n", "\n").replace("\r", "\n"), path)
+    issue.encoding = used
+    return issue
+
+
+def decode_draft(raw: bytes, path: Path, encoding: str | None = None) -> tuple[str, str]:
+    """The draft's text and the encoding it was read in. Drafts saved by Word or Outlook
+    are read without options: a byte-order mark (UTF-8, UTF-16), else strict UTF-8, else
+    Windows-1252 (smart quotes 0x91-0x94, dashes 0x96/0x97); ``encoding`` overrides."""
+    if encoding:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise InputError(f"--encoding {encoding!r}: not an encoding Python knows") from None
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise InputError(_undecodable(raw, exc, path, encoding)) from None
+        return text.removeprefix("\ufeff"), encoding
+    if raw.startswith(codecs.BOM_UTF8):
+        encoding, raw = "UTF-8", raw[len(codecs.BOM_UTF8) :]
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16"), "UTF-16"
+        except UnicodeDecodeError as exc:
+            raise InputError(_undecodable(raw, exc, path, "UTF-16")) from None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8"), "UTF-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return raw.decode("cp1252"), "Windows-1252"
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
         raise InputError(
-            f"{path} line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})"
+            _undecodable(raw, exc, path, "UTF-8 or Windows-1252") + "; name it with --encoding"
         ) from None
-    return parse_issue(text.replace("\r\n", "\n").replace("\r", "\n"), path)
+
+
+def _undecodable(raw: bytes, exc: UnicodeDecodeError, path: Path, encoding: str) -> str:
+    line = raw[: exc.start].count(b"\n") + 1
+    return f"{path} line {line}: not {encoding} text (byte 0x{raw[exc.start]:02x})"
 
 
 def parse_issue(text: str, path: Path) -> IssueSource:

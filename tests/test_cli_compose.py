@@ -2,7 +2,7 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import DATA, NEWSLETTER
+from conftest import DATA, NEWSLETTER, Cli
 from typer.testing import CliRunner
 
 from digest_mailer.cli import app
@@ -72,3 +72,38 @@ def test_compose_bad_input_is_one_line(tmp_path: Path) -> None:
     line = result.stderr.strip()
     assert "\n" not in line and "issue.html.j2 line 3" in line
     assert not (tmp_path / "vol-3.1").exists()  # nothing half-written
+
+
+def test_word_drafts_are_read_whatever_their_encoding(tmp_path: Path) -> None:
+    """Issue 14, item 4: Windows-1252 (Word's smart quotes), UTF-16 and UTF-8 with a BOM
+    compose to exactly what the UTF-8 original composes to."""
+    text = (
+        "Transit Digest\nVol: 7.1\nDecember 2, 2026\n\nHeadlines:\n- \u201cBus lanes\u201d \u2013 "
+        "what works\n\nDetails:\n- The city\u2019s **bus lanes** \u2014 a review.\n\n---\n\n"
+        "\u201cTo receive this digest by email, write to weekly@transit-lab.test.\u201d\n"
+    )
+    config, _ = setup(tmp_path)
+    cli = Cli(config)
+    outputs = {}
+    for name, data in (
+        ("utf8", text.encode("utf-8")),
+        ("cp1252", text.encode("cp1252")),
+        ("bom", b"\xef\xbb\xbf" + text.encode("utf-8")),
+        ("utf16", text.encode("utf-16")),
+    ):
+        path = tmp_path / f"{name}.txt"
+        path.write_bytes(data)
+        result = cli.ok("compose", str(path), "--out", str(tmp_path / name))
+        assert ("read as Windows-1252" in result.stderr) == (name == "cp1252")
+        outputs[name] = [(tmp_path / name / f).read_bytes() for f in ("issue.html", "issue.txt")]
+    assert outputs["cp1252"] == outputs["utf8"] == outputs["bom"] == outputs["utf16"]
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Caf\u00e9 digest\n\nText \u00e9t\u00e9.\n".encode("latin-1"))
+    assert "read as" not in cli.ok("compose", str(latin), "--encoding", "latin-1").stderr
+    bad = cli("compose", str(latin), "--encoding", "klingon")
+    assert bad.exit_code == 1 and "--encoding 'klingon'" in bad.stderr
+    undecodable = tmp_path / "undecodable.txt"
+    undecodable.write_bytes(b"Title\n\nbad \x81 byte\n")
+    result = cli("compose", str(undecodable))
+    assert result.exit_code == 1 and "line 3" in result.stderr and "0x81" in result.stderr
+    assert "--encoding" in result.stderr and "Traceback" not in result.output

@@ -90,8 +90,12 @@ def test_unreadable_files(tmp_path: Path) -> None:
         read_issue(tmp_path / "absent.md")
     latin = tmp_path / "latin.txt"
     latin.write_bytes(b"Digest\nVol: 1\ncaf\xe9\n")
-    with pytest.raises(InputError, match=r"latin.txt line 3: not UTF-8"):
-        read_issue(latin)
+    read = read_issue(latin)  # not UTF-8: read as Windows-1252, which says so
+    assert read.encoding == "Windows-1252" and "caf\u00e9" in read.body + read.date + read.title
+    broken = tmp_path / "broken.txt"
+    broken.write_bytes(b"Digest\nVol: 1\ncaf\xe9 \x81\n")  # 0x81 is in neither
+    with pytest.raises(InputError, match=r"broken.txt line 3: not UTF-8 or Windows-1252"):
+        read_issue(broken)
 
 
 def test_front_matter_id_names_the_issue(tmp_path: Path) -> None:

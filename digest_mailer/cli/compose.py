@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from digest_mailer import composer, lint, message
-from digest_mailer.cli.state import err, out, print_json, state
+from digest_mailer.cli.state import err, out, print_json, state, warn
 
 LINT_ERRORS_EXIT = 4
 
@@ -33,6 +33,10 @@ def compose(
         str | None,
         typer.Option("--issue-id", help="The issue's id when the file has no Vol: line or id."),
     ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option("--encoding", help="Read the file in this encoding (default: detected)."),
+    ] = None,
 ) -> None:
     """Compose an issue into issue.html, issue.txt and preview.eml, and lint it.
 
@@ -41,7 +45,12 @@ def compose(
     Example: digest-mailer compose issues/vol-2.4.md --out build/vol-2.4
     """
     config = state(ctx).config
-    composed = composer.compose_file(issue_file, config, issue_id=issue_id)
+    composed = composer.compose_file(issue_file, config, issue_id=issue_id, encoding=encoding)
+    if composed.source.encoding not in ("UTF-8", encoding):
+        warn(
+            f"{issue_file} was read as {composed.source.encoding} (it is not UTF-8); "
+            "pass --encoding to choose another"
+        )
     findings = lint.lint(composed)
     target = out_dir or issue_file.with_suffix("")
     if target == issue_file:

@@ -84,6 +84,10 @@ def send(
         str | None,
         typer.Option("--issue-id", help="The issue's id when the file has no Vol: line or id."),
     ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option("--encoding", help="Read the file in this encoding (default: detected)."),
+    ] = None,
     worker: Annotated[
         bool,
         typer.Option("--worker", help="Share the send with other --worker processes (PostgreSQL)."),
@@ -101,7 +105,12 @@ def send(
     config = st.config
     if worker:
         workers.require_postgresql(st.store())
-    composed = composer.compose_file(issue_file, config, issue_id=issue_id)
+    composed = composer.compose_file(issue_file, config, issue_id=issue_id, encoding=encoding)
+    if composed.source.encoding not in ("UTF-8", encoding):
+        warn(
+            f"{issue_file} was read as {composed.source.encoding} (it is not UTF-8); "
+            "pass --encoding to choose another"
+        )
     secret = signing_secret(config)
     signer = DkimSigner.from_config(config)  # a bad key stops here, before anything is sent
     findings = lint(composed)
