@@ -45,6 +45,7 @@ class ComposedIssue:
     html: str
     text: str
     placeholder_links: list[str] = field(default_factory=list)
+    dropped_credit: str = ""  # an image credit with no image, left out
 
     @property
     def issue_id(self) -> str:
@@ -326,6 +327,11 @@ def build_context(source: IssueSource, config: Config) -> tuple[dict[str, Any], 
         joined = "; ".join(_plain(h) for h in source.headlines)
         preheader = joined if len(joined) <= 140 else joined[:139].rsplit(" ", 1)[0] + "…"
     request = nl.request_address
+    credit_url = source.image_credit_url
+    if source.image and source.image_credit and not credit_url.startswith(("http://", "https://")):
+        if credit_url:  # a placeholder (#) or relative address: plain text, and a warning
+            html.placeholders.append(source.image_credit)
+        credit_url = ""
     context: dict[str, Any] = {
         "lang": nl.language,
         "newsletter": nl.title,
@@ -336,8 +342,9 @@ def build_context(source: IssueSource, config: Config) -> tuple[dict[str, Any], 
         "date": source.date,
         "image": source.image,
         "image_alt": source.image_alt,
-        "image_credit": source.image_credit,
-        "image_credit_url": source.image_credit_url,
+        # a credit without an image credits nothing; a placeholder address (#) is no link
+        "image_credit": source.image_credit if source.image else "",
+        "image_credit_url": credit_url,
         "intro_html": html.block_html(source.body) if source.is_digest and source.body else "",
         "body_html": html.block_html(source.body) if not source.is_digest else "",
         "headlines_html": [html.inline_html(h) for h in source.headlines],
@@ -401,6 +408,7 @@ def compose(source: IssueSource, config: Config) -> ComposedIssue:
         html=html,
         text=text,
         placeholder_links=html_renderer.placeholders,
+        dropped_credit=source.image_credit if source.image_credit and not source.image else "",
     )
 
 

@@ -99,6 +99,11 @@ def lint(composed: ComposedIssue) -> list[Finding]:
             "placeholder-link",
             f"placeholder link {text!r} (#) was printed as plain text: add its address",
         )
+    if composed.dropped_credit:
+        warning(
+            "credit-without-image",
+            f"image credit {composed.dropped_credit!r} has no image to credit and was left out",
+        )
     collector = _Collector()
     collector.feed(composed.html)
     collector.close()

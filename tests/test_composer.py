@@ -129,8 +129,28 @@ def test_generic_markdown(newsletter_config) -> None:  # type: ignore[no-untyped
 
 def test_lint_reports_placeholders_and_is_clean_otherwise(newsletter_config) -> None:  # type: ignore[no-untyped-def]
     findings = lint(compose_file(ISSUES / "digest-vol-3.1.txt", newsletter_config))
-    assert [(f.level, f.code) for f in findings] == [("warning", "placeholder-link")]
+    assert [(f.level, f.code) for f in findings] == [
+        ("warning", "placeholder-link"),
+        ("warning", "credit-without-image"),  # the sample credits an image it does not have
+    ]
     assert "'maintenance funding'" in findings[0].message
+
+
+def test_image_credits_never_link_to_a_placeholder(newsletter_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14, item 5: no href="#" in the HTML, no <#> in the text."""
+    draft = tmp_path / "vol-9.txt"
+    draft.write_text(
+        "Digest\nVol: 9\nJanuary 2, 2027\nImage: https://img.example.org/a.jpg\n"
+        "Image Source: [Harbour Photos](#)\n\nHeadlines:\n- One\n\nDetails:\n- Two\n"
+    )
+    composed = compose_file(draft, newsletter_config)
+    assert 'href="#"' not in composed.html and "<#>" not in composed.text
+    assert "Harbour Photos" in composed.html and "Harbour Photos" in composed.text
+    assert "placeholder-link" in {f.code for f in lint(composed)}
+    draft.write_text(draft.read_text().replace("Image: https://img.example.org/a.jpg\n", ""))
+    composed = compose_file(draft, newsletter_config)
+    assert "Harbour Photos" not in composed.html and "Harbour Photos" not in composed.text
+    assert "credit-without-image" in {f.code for f in lint(composed)}
 
 
 def _source(tmp_path: Path, body: str, front: str = "preheader: p") -> Path:
