@@ -19,6 +19,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from premailer import Premailer
 
+from digest_mailer.addresses import address_key, find_addresses
 from digest_mailer.config import Config
 from digest_mailer.errors import DigestMailerError, InputError
 from digest_mailer.source import IssueSource, read_issue
@@ -46,6 +47,10 @@ class ComposedIssue:
     text: str
     placeholder_links: list[str] = field(default_factory=list)
     dropped_credit: str = ""  # an image credit with no image, left out
+    # an address the closing paragraph tells readers to write to, when it is not the
+    # request address (two different instructions for subscribing)
+    other_subscribe_address: str = ""
+    request_address: str = ""
 
     @property
     def issue_id(self) -> str:
@@ -332,6 +337,7 @@ def build_context(source: IssueSource, config: Config) -> tuple[dict[str, Any], 
         if credit_url:  # a placeholder (#) or relative address: plain text, and a warning
             html.placeholders.append(source.image_credit)
         credit_url = ""
+    note_addresses = [address_key(a) for a in find_addresses(source.footer_note)]
     context: dict[str, Any] = {
         "lang": nl.language,
         "newsletter": nl.title,
@@ -351,6 +357,8 @@ def build_context(source: IssueSource, config: Config) -> tuple[dict[str, Any], 
         "details_html": [html.inline_html(d) for d in source.details],
         "footer_note_html": html.inline_html(_linkify_addresses(source.footer_note)),
         "request_address": request,
+        # the closing paragraph already says where to write: the footer does not repeat it
+        "subscribe_in_note": address_key(request) in note_addresses,
         "subscribe_url": f"mailto:{request}?subject=subscribe",
         "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
         "postal_address": nl.postal_address,
@@ -367,6 +375,13 @@ def build_context(source: IssueSource, config: Config) -> tuple[dict[str, Any], 
 
 
 EMAIL_IN_TEXT_RE = re.compile(r"(?<![\w.<\[(/:@-])([\w.+-]+@[\w-]+(?:\.[\w-]+)+)(?![\w\]>)@-])")
+
+
+def _other_subscribe_address(source: IssueSource, config: Config) -> str:
+    request = address_key(config.newsletter.request_address)
+    found = [a for a in find_addresses(source.footer_note) if address_key(a) != request]
+    mentions_request = any(address_key(a) == request for a in find_addresses(source.footer_note))
+    return found[0] if found and not mentions_request else ""
 
 
 def _linkify_addresses(text: str) -> str:
@@ -409,6 +424,8 @@ def compose(source: IssueSource, config: Config) -> ComposedIssue:
         text=text,
         placeholder_links=html_renderer.placeholders,
         dropped_credit=source.image_credit if source.image_credit and not source.image else "",
+        other_subscribe_address=_other_subscribe_address(source, config),
+        request_address=config.newsletter.request_address,
     )
 
 

@@ -99,6 +99,14 @@ def lint(composed: ComposedIssue) -> list[Finding]:
             "placeholder-link",
             f"placeholder link {text!r} (#) was printed as plain text: add its address",
         )
+    if composed.other_subscribe_address:
+        request = composed.request_address
+        warning(
+            "two-subscribe-addresses",
+            f"the closing paragraph tells readers to write to {composed.other_subscribe_address},"
+            f" but the footer and the request mailbox use {request}: set [newsletter] "
+            f'request_address = "{composed.other_subscribe_address}" or change the paragraph',
+        )
     if composed.dropped_credit:
         warning(
             "credit-without-image",

@@ -56,7 +56,9 @@ def test_digest_layout_structure(name: str, newsletter_config) -> None:  # type:
     assert "font-size" not in style and "color" not in style
     assert preheader.text_content().strip() == composed.preheader
     footer = root.xpath("//td[contains(@class,'footer')]")[0]
-    assert footer.xpath(".//a[@href='mailto:weekly@transit-lab.test?subject=subscribe']")
+    # the closing paragraph already says where to write (issue 14, item 6): one instruction
+    assert root.xpath("//a[starts-with(@href,'mailto:weekly@transit-lab.test')]")
+    assert "Forwarded this?" not in footer.text_content()
     assert footer.xpath(f".//a[@href='{UNSUBSCRIBE_PLACEHOLDER}']")
     assert "Transit Lab, 9 Depot Road, Rivertown" in footer.text_content()
     assert composed.html_bytes < GMAIL_CLIP_BYTES
@@ -231,3 +233,18 @@ def test_wrap_keeps_urls_whole() -> None:
         f"  {url}",
         "  now",
     ]
+
+
+def test_one_subscribe_instruction(newsletter_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14, item 6: a closing paragraph naming another address is a warning naming
+    the setting; without any address the footer gives the instruction."""
+    draft = tmp_path / "vol-9.txt"
+    base = "Digest\nVol: 9\nJanuary 2, 2027\n\nHeadlines:\n- One\n\nDetails:\n- Two\n\n---\n\n"
+    draft.write_text(base + '"To receive this digest by email, contact policy@thinktank.test."\n')
+    composed = compose_file(draft, newsletter_config)
+    found = [f for f in lint(composed) if f.code == "two-subscribe-addresses"]
+    assert found and 'request_address = "policy@thinktank.test"' in found[0].message
+    draft.write_text(base + '"Thank you for reading."\n')
+    composed = compose_file(draft, newsletter_config)
+    assert "Forwarded this?" in composed.html and "Forwarded this?" in composed.text
+    assert "two-subscribe-addresses" not in {f.code for f in lint(composed)}
