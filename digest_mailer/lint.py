@@ -99,6 +99,15 @@ def lint(composed: ComposedIssue) -> list[Finding]:
             "placeholder-link",
             f"placeholder link {text!r} (#) was printed as plain text: add its address",
         )
+    for _, level, code, message in sorted(composed.source.structure):
+        findings.append(Finding(level, code, message))
+    source = composed.source
+    if not source.id and not source.volume:
+        warning(
+            "no-volume",
+            f"no Vol: line: the issue id will be {source.issue_id_source} "
+            "(add a Vol: line, id: in the front matter, or use --issue-id)",
+        )
     if composed.other_subscribe_address:
         request = composed.request_address
         warning(

@@ -35,7 +35,7 @@ VOL_RE = re.compile(
     re.IGNORECASE,
 )
 SECTION_RE = re.compile(
-    r"^\s*(?:#+\s*)?(?:\*\*|__)?\s*(?P<name>headlines|details)\s*:?\s*(?:\*\*|__)?\s*:?\s*$",
+    r"^\s*(?:#+\s*)?(?:\*\*|__)?\s*(?P<name>headlines?|details?)\s*:?\s*(?:\*\*|__)?\s*:?\s*$",
     re.IGNORECASE,
 )
 IMAGE_CREDIT_RE = re.compile(
@@ -71,6 +71,8 @@ class IssueSource:
     body: str = ""  # block Markdown, for documents without the digest sections
     id: str = ""  # front matter ``id`` or ``--issue-id``: the issue's id, whatever the volume
     encoding: str = "UTF-8"  # what the file was read as (not part of what is composed)
+    # (line, level, code, message): what the draft's structure says, for the lint
+    structure: list[tuple[int, str, str, str]] = field(default_factory=list)
 
     @property
     def issue_id(self) -> str:
@@ -176,6 +178,10 @@ def parse_issue(text: str, path: Path) -> IssueSource:
     if _looks_like_digest(lines):
         issue = IssueSource(path, "digest-text")
         _digest_text(lines, issue)
+        if not issue.title:
+            issue.structure.append(
+                (1, "error", "no-title", "line 1: no title: the first line is the issue's title")
+            )
         return issue
     issue = IssueSource(path, "markdown")
     _generic(lines, issue)
@@ -207,7 +213,7 @@ def _front_matter(meta_lines: list[str], body: list[str], path: Path) -> IssueSo
         )
     issue = IssueSource(path, "front-matter")
     if _has_sections(body):
-        _digest_text(body, issue, header=False)
+        _digest_text(body, issue, header=False, first_line=len(meta_lines) + 3)
     else:
         issue.body = "\n".join(body).strip("\n")
     for key, value in meta.items():
@@ -243,12 +249,18 @@ def _strip_heading(line: str) -> str:
     return text
 
 
-def _digest_text(lines: list[str], issue: IssueSource, *, header: bool = True) -> None:
-    """Map the digest draft's shape, line by line, onto the issue's fields."""
+def _digest_text(
+    lines: list[str], issue: IssueSource, *, header: bool = True, first_line: int = 1
+) -> None:
+    """Map the digest draft's shape, line by line, onto the issue's fields, noting what
+    its structure gets wrong (:func:`_note_structure`)."""
     section = "header" if header else "preamble"
     items: list[list[str]] = []
     footer: list[str] = []
     after_blank = False
+    starts: dict[str, int] = {}  # the line each section label stands on
+    item_lines: dict[str, list[int]] = {"headlines": [], "details": []}
+    number = first_line - 1
 
     def finish() -> None:
         texts = [" ".join(part.strip() for part in item).strip() for item in items]
@@ -259,7 +271,21 @@ def _digest_text(lines: list[str], issue: IssueSource, *, header: bool = True) -
             issue.details.extend(texts)
         items.clear()
 
+    def label(m: re.Match[str], line: str) -> str:
+        name = m.group("name").lower()
+        name = name if name.endswith("s") else name + "s"
+        starts.setdefault(name, number)
+        written = _strip_heading(line).strip()
+        if written.lower() != f"{name}:":
+            issue.structure.append(
+                (number, "warning", "section-label",
+                 f"line {number}: {written!r} read as the {name.title()}: section; "
+                 f"write {name.title()}:")
+            )  # fmt: skip
+        return name
+
     for line in lines:
+        number += 1
         stripped = line.strip()
         if not stripped:
             after_blank = True
@@ -269,7 +295,7 @@ def _digest_text(lines: list[str], issue: IssueSource, *, header: bool = True) -
             continue
         if section in ("header", "preamble"):
             if m := SECTION_RE.match(line):
-                section = m.group("name").lower()
+                section = label(m, line)
             elif section == "header":
                 _header_line(stripped, issue)
             after_blank = False
@@ -277,12 +303,13 @@ def _digest_text(lines: list[str], issue: IssueSource, *, header: bool = True) -
         # inside Headlines: or Details:
         if m := SECTION_RE.match(line):
             finish()
-            section = m.group("name").lower()
+            section = label(m, line)
         elif RULE_RE.match(line):
             finish()
             section = "footer"
         elif m := BULLET_RE.match(line):
             items.append([m.group("text")])
+            item_lines[section].append(number)
         elif section == "details" and stripped[0] in QUOTES and (after_blank or not items):
             finish()
             section = "footer"
@@ -291,6 +318,7 @@ def _digest_text(lines: list[str], issue: IssueSource, *, header: bool = True) -
             items[-1].append(stripped)  # a wrapped line continues the item
         else:
             items.append([stripped])  # a paragraph without a bullet is an item too
+            item_lines[section].append(number)
         after_blank = False
     if section in ("headlines", "details"):
         finish()
@@ -298,6 +326,38 @@ def _digest_text(lines: list[str], issue: IssueSource, *, header: bool = True) -
     if len(note) >= 2 and note[0] in QUOTES and note[-1] in QUOTES:
         note = note[1:-1].strip()
     issue.footer_note = note
+    _note_structure(issue, starts, item_lines)
+
+
+LINK_ONLY_RE = re.compile(r"^\[[^\]]{1,500}\]\([^)\s]{0,2000}\)$")
+
+
+def _note_structure(
+    issue: IssueSource, starts: dict[str, int], item_lines: dict[str, list[int]]
+) -> None:
+    """Warnings and errors about the digest draft's structure, with line numbers."""
+    note = issue.structure.append
+    for name in ("headlines", "details"):
+        if name in starts and not getattr(issue, name):
+            note((starts[name], "error", "empty-section",
+                  f"line {starts[name]}: the {name.title()}: section is empty"))  # fmt: skip
+    if "headlines" not in starts:
+        note((0, "warning", "no-headlines", "no Headlines: section"))
+    if issue.headlines and issue.details and len(issue.headlines) != len(issue.details):
+        note((starts.get("details", 0), "warning", "count-mismatch",
+              f"{len(issue.headlines)} headlines but {len(issue.details)} details"))  # fmt: skip
+    seen: dict[str, int] = {}
+    for text, line in zip(issue.headlines, item_lines["headlines"], strict=False):
+        key = " ".join(text.lower().split())
+        if key in seen:
+            note((line, "warning", "duplicate-headline",
+                  f"line {line}: the same headline as line {seen[key]}"))  # fmt: skip
+        seen.setdefault(key, line)
+    for name in ("headlines", "details"):
+        for text, line in zip(getattr(issue, name), item_lines[name], strict=False):
+            if LINK_ONLY_RE.match(text.strip()):
+                message = f"line {line}: this bullet is only a link; say what it is about"
+                note((line, "warning", "link-only-bullet", message))
 
 
 def _header_line(text: str, issue: IssueSource) -> None:

@@ -248,3 +248,44 @@ def test_one_subscribe_instruction(newsletter_config, tmp_path: Path) -> None:  
     composed = compose_file(draft, newsletter_config)
     assert "Forwarded this?" in composed.html and "Forwarded this?" in composed.text
     assert "two-subscribe-addresses" not in {f.code for f in lint(composed)}
+
+
+STRUCTURE = """Transit Digest
+Vol: 9
+January 2, 2027
+
+Headline:
+- Buses run late
+- Buses run late
+- [the report](https://example.org/report)
+
+Details:
+- One.
+- Two.
+"""
+
+
+def test_structural_lint_names_the_lines(newsletter_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14, item 2: each rule with a draft written for it."""
+    draft = tmp_path / "vol-9.txt"
+    draft.write_text(STRUCTURE)
+    found = {(f.level, f.code): f.message for f in lint(compose_file(draft, newsletter_config))}
+    assert (
+        "line 5" in found[("warning", "section-label")]
+        and "Headlines:" in found[("warning", "section-label")]
+    )
+    assert found[("warning", "duplicate-headline")] == "line 7: the same headline as line 6"
+    assert found[("warning", "link-only-bullet")].startswith("line 8:")
+    assert found[("warning", "count-mismatch")] == "3 headlines but 2 details"
+    assert ("warning", "no-volume") not in found
+    draft.write_text(STRUCTURE.replace("Vol: 9\n", "").replace("Headline:", "Headlines:"))
+    found = {(f.level, f.code): f.message for f in lint(compose_file(draft, newsletter_config))}
+    assert "the file name 'vol-9.txt'" in found[("warning", "no-volume")]
+    assert ("warning", "section-label") not in found
+    empty = "Transit Digest\nVol: 9\n\nHeadlines:\n\nDetails:\n- One.\n"
+    draft.write_text(empty)
+    found = {(f.level, f.code): f.message for f in lint(compose_file(draft, newsletter_config))}
+    assert found[("error", "empty-section")] == "line 4: the Headlines: section is empty"
+    draft.write_text("Headlines:\n- One\n\nDetails:\n- Two\n")
+    codes = {(f.level, f.code) for f in lint(compose_file(draft, newsletter_config))}
+    assert ("error", "no-title") in codes
