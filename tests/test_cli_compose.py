@@ -106,3 +106,19 @@ def test_word_drafts_are_read_whatever_their_encoding(tmp_path: Path) -> None:
     result = cli("compose", str(undecodable))
     assert result.exit_code == 1 and "line 3" in result.stderr and "0x81" in result.stderr
     assert "--encoding" in result.stderr and "Traceback" not in result.output
+
+
+def test_screenshots_without_chromium_are_one_line_and_compose_succeeds(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config, issue = setup(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "digest_mailer", "--config", str(config), "compose", str(issue),
+         "--screenshots"],
+        capture_output=True, text=True, timeout=120, env={"PATH": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notice = [line for line in result.stderr.splitlines() if line.startswith("no pictures")]
+    assert len(notice) == 1 and "apt-get install chromium" in notice[0]
+    assert not list((tmp_path / "vol-3.1").glob("*.png"))

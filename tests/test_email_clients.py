@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import lxml.html
@@ -114,3 +115,74 @@ def test_phone_and_desktop_rendering(browser, outputs: dict[str, Path], artifact
     desktop.close()
     assert result["container"] == 600
     assert result["scrollWidth"] <= 1024
+
+
+CONTRAST_CHECK = """() => {
+  const parse = c => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = el => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c.length >= 3 && (c.length < 4 || c[3] > 0)) return c;
+    }
+    return [255, 255, 255];
+  };
+  const out = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode, el = node.parentElement;
+    if (!node.textContent.trim() || el.closest('.preheader')) continue;
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0) continue;
+    const style = getComputedStyle(el);
+    const a = lum(parse(style.color)), b = lum(background(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight) >= 700;
+    const large = size >= 24 || (bold && size >= 18.66);
+    out.push({text: node.textContent.trim().slice(0, 40), ratio: ratio, need: large ? 3 : 4.5});
+  }
+  return out;
+}"""
+
+
+@pytest.mark.slow
+def test_pictures_and_contrast_in_light_and_dark(tmp_path: Path, browser, artifacts: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14, items 7 and 8: `compose --screenshots` writes the three pictures; text
+    contrast is at least WCAG AA in light mode and with the dark colour scheme emulated;
+    every image has alt text."""
+    from conftest import NEWSLETTER
+
+    config = tmp_path / "config.toml"
+    config.write_text(NEWSLETTER)
+    issue = tmp_path / "vol-3.1.txt"
+    shutil.copy(ISSUE, issue)
+    # a process of its own, as staff run it (this one already drives Chromium)
+    result = subprocess.run(
+        [sys.executable, "-m", "digest_mailer", "--config", str(config), "compose", str(issue),
+         "--screenshots"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    out = tmp_path / "vol-3.1"
+    pictures = sorted(p.name for p in out.glob("*.png"))
+    assert pictures == ["issue-dark.png", "issue-desktop.png", "issue-phone.png"], result.stderr
+    for name in pictures:
+        shutil.copy(out / name, artifacts / f"compose-{name}")
+    for scheme in ("light", "dark"):
+        context = browser.new_context(viewport={"width": 700, "height": 900}, color_scheme=scheme)
+        page = context.new_page()
+        page.goto((out / "issue.html").as_uri())
+        texts = page.evaluate(CONTRAST_CHECK)
+        missing_alt = page.evaluate("() => [...document.images].filter(i => !i.alt).length")
+        container = page.evaluate(
+            "() => getComputedStyle(document.querySelector('.container')).backgroundColor"
+        )
+        context.close()
+        assert texts, scheme
+        low = [t for t in texts if t["ratio"] < t["need"]]
+        assert low == [], (scheme, low[:5])
+        assert missing_alt == 0
+        # the dark styles really apply when a client darkens the message
+        assert (container == "rgb(255, 255, 255)") == (scheme == "light"), container

@@ -7,6 +7,7 @@ import typer
 
 from digest_mailer import composer, lint, message
 from digest_mailer.cli.state import err, out, print_json, state, warn
+from digest_mailer.screenshots import ScreenshotsUnavailable, take_screenshots
 
 LINT_ERRORS_EXIT = 4
 
@@ -37,6 +38,12 @@ def compose(
         str | None,
         typer.Option("--encoding", help="Read the file in this encoding (default: detected)."),
     ] = None,
+    screenshots: Annotated[
+        bool,
+        typer.Option(
+            "--screenshots", help="Also write phone, desktop and dark-mode pictures (Chromium)."
+        ),
+    ] = False,
 ) -> None:
     """Compose an issue into issue.html, issue.txt and preview.eml, and lint it.
 
@@ -56,6 +63,12 @@ def compose(
     if target == issue_file:
         target = issue_file.with_name(issue_file.name + ".out")
     written = composer.write_outputs(composed, target, message.preview_message(composed, config))
+    if screenshots:
+        try:
+            for picture in take_screenshots(written["issue.html"], target):
+                written[picture.name] = picture
+        except ScreenshotsUnavailable as exc:
+            warn(str(exc))
     if as_json:
         print_json(
             {
