@@ -60,7 +60,7 @@ digest-mailer subscribers list
 
 step "compose the sample issue (digest text as staff write it) and lint it"
 cp "$here/examples/vol-2.4.txt" "$work/vol-2.4.txt"
-digest-mailer compose vol-2.4.txt --out "$work/vol-2.4"
+digest-mailer compose vol-2.4.txt --out "$work/vol-2.4" --screenshots
 
 step "start a local capture SMTP server on 127.0.0.1:$port"
 digest-mailer capture-smtp --maildir "$work/captured" --port "$port" > capture.log 2>&1 &
@@ -222,6 +222,7 @@ kill $web; wait $web 2>/dev/null || true
 kill $capture; wait $capture 2>/dev/null || true
 trap - EXIT
 printf '\nHTML preview:       %s\n' "$work/vol-2.4/issue.html"
+printf 'Pictures:           %s\n' "$(ls "$work"/vol-2.4/issue-*.png 2>/dev/null | tr '\n' ' ' || true)"
 printf 'Plain text:         %s\n' "$work/vol-2.4/issue.txt"
 printf 'Preview message:    %s\n' "$work/vol-2.4/preview.eml"
 printf 'Captured messages:  %s (%s files)\n' "$work/captured/new" "$(ls "$work/captured/new" | wc -l)"
