@@ -286,6 +286,9 @@ def test_structural_lint_names_the_lines(newsletter_config, tmp_path: Path) -> N
     draft.write_text(empty)
     found = {(f.level, f.code): f.message for f in lint(compose_file(draft, newsletter_config))}
     assert found[("error", "empty-section")] == "line 4: the Headlines: section is empty"
+    draft.write_text("Transit Digest\nVol: 9\n\nDetails:\n- One.\n")
+    codes = {(f.level, f.code) for f in lint(compose_file(draft, newsletter_config))}
+    assert ("warning", "no-headlines") in codes
     draft.write_text("Headlines:\n- One\n\nDetails:\n- Two\n")
     codes = {(f.level, f.code) for f in lint(compose_file(draft, newsletter_config))}
     assert ("error", "no-title") in codes
