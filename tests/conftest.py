@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from digest_mailer import db
 from digest_mailer.cli import app
+from digest_mailer.screenshots import CHROMIUM_ARGS as SCREENSHOT_CHROMIUM_ARGS
 
 PG_URL = os.environ.get("DIGEST_MAILER_TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
@@ -151,15 +152,7 @@ def artifacts() -> Path:
 
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_ARGS = SCREENSHOT_CHROMIUM_ARGS  # the same flags compose --screenshots uses
 
 
 @pytest.fixture(scope="module")

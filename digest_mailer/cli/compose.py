@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from digest_mailer import composer, lint, message
-from digest_mailer.cli.state import err, out, print_json, state, warn
+from digest_mailer.cli.state import EncodingOption, IssueIdOption, err, out, print_json, state, warn
 from digest_mailer.screenshots import ScreenshotsUnavailable, take_screenshots
 
 LINT_ERRORS_EXIT = 4
@@ -30,14 +30,8 @@ def compose(
         typer.Option("--out", "-o", help="Output folder (default: next to the issue file)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-    issue_id: Annotated[
-        str | None,
-        typer.Option("--issue-id", help="The issue's id when the file has no Vol: line or id."),
-    ] = None,
-    encoding: Annotated[
-        str | None,
-        typer.Option("--encoding", help="Read the file in this encoding (default: detected)."),
-    ] = None,
+    issue_id: IssueIdOption = None,
+    encoding: EncodingOption = None,
     screenshots: Annotated[
         bool,
         typer.Option(

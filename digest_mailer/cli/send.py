@@ -17,7 +17,7 @@ from rich.table import Table
 from digest_mailer import composer, sender, workers
 from digest_mailer.capture import start_capture
 from digest_mailer.cli.compose import print_findings
-from digest_mailer.cli.state import err, out, print_json, state, warn
+from digest_mailer.cli.state import EncodingOption, IssueIdOption, err, out, print_json, state, warn
 from digest_mailer.lint import lint
 from digest_mailer.message import MessageTemplate
 from digest_mailer.models import DELIVERY_STATES
@@ -80,14 +80,8 @@ def send(
             "--allow-changed", help="Resume a send in progress although the issue changed."
         ),
     ] = False,
-    issue_id: Annotated[
-        str | None,
-        typer.Option("--issue-id", help="The issue's id when the file has no Vol: line or id."),
-    ] = None,
-    encoding: Annotated[
-        str | None,
-        typer.Option("--encoding", help="Read the file in this encoding (default: detected)."),
-    ] = None,
+    issue_id: IssueIdOption = None,
+    encoding: EncodingOption = None,
     worker: Annotated[
         bool,
         typer.Option("--worker", help="Share the send with other --worker processes (PostgreSQL)."),

@@ -4,6 +4,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -79,3 +80,13 @@ def print_held(held: Sequence[HeldMessage]) -> None:
     for h in held:
         who = h.sender or "(no sender)"
         err.print(f"  {h.uid}: {who} {h.subject[:60]!r}: {h.error}", style="yellow", markup=False)
+
+
+IssueIdOption = Annotated[
+    str | None,
+    typer.Option("--issue-id", help="The issue's id when the file has no Vol: line or id."),
+]
+EncodingOption = Annotated[
+    str | None,
+    typer.Option("--encoding", help="Read the file in this encoding (default: detected)."),
+]
