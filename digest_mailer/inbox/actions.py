@@ -45,13 +45,12 @@ from digest_mailer.inbox.classify import (
     TOKEN_SHAPE,
     Incoming,
     Policy,
-    Undecodable,
     Unreadable,
     Verdict,
-    body_text,
     decide,
     message_key,
     parse,
+    readable_text,
 )
 from digest_mailer.inbox.outbox import ReplyResult, queue_reply, reply_refused, send_replies
 from digest_mailer.inbox.run import HeldMessage, RunResult, Steps, run_mailbox
@@ -291,7 +290,7 @@ def _unsubscribe_proof(
         )
         if ours:
             return "a reply to our message"
-    text = incoming.subject + "\n" + _readable_text(incoming)
+    text = incoming.subject + "\n" + readable_text(incoming.message)
     tokens = UNSUBSCRIBE_LINK.findall(text[:MAX_LINK_SEARCH])[:20]
     if tokens:
         try:
@@ -301,13 +300,6 @@ def _unsubscribe_proof(
         if any(read_token(secret, "unsubscribe", t) == subscriber.id for t in tokens):
             return "carries the reader's own unsubscribe link"
     return ""
-
-
-def _readable_text(incoming: Incoming) -> str:
-    try:
-        return body_text(incoming.message)
-    except Undecodable:
-        return ""
 
 
 MAX_LINK_SEARCH = 1 << 20

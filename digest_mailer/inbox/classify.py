@@ -566,7 +566,8 @@ def body_text(msg: Message) -> str:
     return text
 
 
-def _readable(msg: Message) -> str:
+def readable_text(msg: Message) -> str:
+    """The body text, or '' when its encoding is broken."""
     try:
         return body_text(msg)
     except Undecodable:
@@ -882,7 +883,7 @@ def decide(incoming: Incoming, policy: Policy) -> Verdict:
         return Verdict(Label.IGNORE, "read receipt (disposition notification)")
     local = address_key(incoming.sender).partition("@")[0]
     if local in DAEMONS or not incoming.sender:
-        if BOUNCE_SUBJECT.search(subject) and SMTP_CODE.search(_readable(msg)[:MAX_BODY]):
+        if BOUNCE_SUBJECT.search(subject) and SMTP_CODE.search(readable_text(msg)[:MAX_BODY]):
             return Verdict(Label.BOUNCE, "plain-text delivery report")
         if local in DAEMONS:
             return Verdict(Label.IGNORE, f"from {local}, not a delivery report")
