@@ -37,11 +37,14 @@ def test_digest_layout_structure(name: str, newsletter_config) -> None:  # type:
     assert "#" not in hrefs and "" not in hrefs
     assert "maintenance funding" in details[3].text_content()
     assert not details[3].xpath(".//a[contains(., 'maintenance funding')]")
-    # email-safe: no script, no external CSS, the only <style> holds the @media rules
+    # email-safe: no script, no external CSS, the only <style> holds what cannot be
+    # inlined: the colour schemes (:root) and the @media rules (phones, dark mode)
     assert not root.xpath("//script") and not root.xpath("//link[@rel='stylesheet']")
     styles = root.xpath("//style")
-    assert len(styles) == 1 and styles[0].text.strip().startswith("@media")
-    assert "max-width: 620px" in styles[0].text
+    assert len(styles) == 1 and styles[0].text.strip().startswith(":root {color-scheme")
+    rules = styles[0].text.split("}", 1)[1]
+    assert rules.strip().startswith("@media") and "max-width: 620px" in rules
+    assert "prefers-color-scheme: dark" in rules
     # every visible text element carries its style inline
     for element in root.xpath("//body//*"):
         if element.tag in TEXT_TAGS:
