@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import support
 from conftest import DATA, NEWSLETTER, write_config
 from sqlalchemy import func, select
 
@@ -15,10 +16,7 @@ from digest_mailer.bounces import scoring as bn
 from digest_mailer.config import Config, load_config
 from digest_mailer.db import Store
 from digest_mailer.inbox.sources import MaildirSource
-from digest_mailer.message import make_message_id
-from digest_mailer.models import Bounce, Delivery, Event, Issue, Subscriber
-from digest_mailer.sender import queue_recipients
-from digest_mailer.tokens import signing_secret, verp_address
+from digest_mailer.models import Bounce, Delivery, Event, Subscriber
 from digest_mailer.transport import Outcome
 
 CORPUS = DATA / "bounces"
@@ -48,14 +46,8 @@ def config(tmp_path: Path, database_url: str, send_env: str) -> Config:
 
 def seed_sent_issue(store: Store, config: Config, addresses: list[str]) -> None:
     """Every address active with a sent delivery of issue 3.1; then the unsubscribed."""
+    support.seed_sent_issue(store, addresses, "transit-lab.test")
     with store.Session.begin() as session:
-        subs.add_subscribers(session, addresses, allow_test_domains=True)
-        session.add(Issue(id="3.1", subject="Vol 3.1", fingerprint="f" * 64, state="sent"))
-        session.flush()
-        queue_recipients(session, "3.1")
-        for delivery in session.scalars(select(Delivery)):
-            delivery.state = "sent"
-            delivery.message_id = make_message_id("transit-lab.test", "3.1", delivery.id)
         for address in set(EXPECTED["store"]["unsubscribed"]) & set(addresses):
             subs.remove_subscriber(session, address, reason="left")
 
@@ -63,14 +55,7 @@ def seed_sent_issue(store: Store, config: Config, addresses: list[str]) -> None:
 def fill(store: Store, config: Config, raw: bytes, *, strict: bool = True) -> bytes:
     """The report with {VERP:address} and {MSGID:address} filled in (not strict: an
     address with no delivery gets the plain bounce address)."""
-    secret = signing_secret(config)
-    with store.Session() as session:
-        for delivery in session.scalars(select(Delivery)):
-            verp = verp_address(secret, config.newsletter.bounce_address, delivery.id)
-            raw = raw.replace(f"{{VERP:{delivery.address}}}".encode(), verp.encode())
-            raw = raw.replace(
-                f"{{MSGID:{delivery.address}}}".encode(), delivery.message_id.encode()
-            )
+    raw = support.fill_report(store, config, raw)
     if not strict:
         raw = re.sub(rb"\{VERP:[^}]*\}", config.newsletter.bounce_address.encode(), raw)
     assert b"{VERP:" not in raw and b"{MSGID:" not in raw

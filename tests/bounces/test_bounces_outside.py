@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import support
 from conftest import DATA, NEWSLETTER, write_config
 from sqlalchemy import select
 
@@ -20,10 +21,7 @@ from digest_mailer.bounces import process as bp
 from digest_mailer.config import Config, load_config
 from digest_mailer.db import Store
 from digest_mailer.inbox.sources import MboxSource
-from digest_mailer.message import make_message_id
-from digest_mailer.models import Bounce, Delivery, Issue, Subscriber, utcnow
-from digest_mailer.sender import queue_recipients
-from digest_mailer.tokens import signing_secret, verp_address
+from digest_mailer.models import Bounce, Subscriber, utcnow
 
 OUTSIDE = DATA / "bounces" / "outside"
 EXPECTED = tomllib.loads((OUTSIDE / "expected.toml").read_text("utf-8"))
@@ -51,25 +49,11 @@ def config(tmp_path: Path, database_url: str, send_env: str) -> Config:
 
 
 def seed(store: Store) -> None:
-    with store.Session.begin() as session:
-        subs.add_subscribers(session, PEOPLE, allow_test_domains=True)
-        session.add(Issue(id="3.1", subject="Vol 3.1", fingerprint="f" * 64, state="sent"))
-        session.flush()
-        queue_recipients(session, "3.1")
-        for delivery in session.scalars(select(Delivery)):
-            delivery.state = "sent"
-            delivery.message_id = make_message_id("policy.test", "3.1", delivery.id)
+    support.seed_sent_issue(store, PEOPLE, "policy.test")
 
 
 def fill(store: Store, config: Config, raw: bytes) -> bytes:
-    secret = signing_secret(config)
-    with store.Session() as session:
-        for delivery in session.scalars(select(Delivery)):
-            verp = verp_address(secret, config.newsletter.bounce_address, delivery.id)
-            raw = raw.replace(f"{{VERP:{delivery.address}}}".encode(), verp.encode())
-            raw = raw.replace(
-                f"{{MSGID:{delivery.address}}}".encode(), delivery.message_id.encode()
-            )
+    raw = support.fill_report(store, config, raw)
     assert b"{VERP:" not in raw and b"{MSGID:" not in raw
     return raw
 

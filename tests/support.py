@@ -1,0 +1,37 @@
+"""Helpers the tests share (the guide: shared helpers live here, not in conftest)."""
+
+from sqlalchemy import select
+
+from digest_mailer import subscribers as subs
+from digest_mailer.config import Config
+from digest_mailer.db import Store
+from digest_mailer.message import make_message_id
+from digest_mailer.models import Delivery, Issue
+from digest_mailer.sender import queue_recipients
+from digest_mailer.tokens import signing_secret, verp_address
+
+
+def seed_sent_issue(store: Store, addresses: list[str], domain: str) -> None:
+    """Every address active with a sent delivery of issue 3.1, each with its own
+    Message-ID on ``domain``."""
+    with store.Session.begin() as session:
+        subs.add_subscribers(session, addresses, allow_test_domains=True)
+        session.add(Issue(id="3.1", subject="Vol 3.1", fingerprint="f" * 64, state="sent"))
+        session.flush()
+        queue_recipients(session, "3.1")
+        for delivery in session.scalars(select(Delivery)):
+            delivery.state = "sent"
+            delivery.message_id = make_message_id(domain, "3.1", delivery.id)
+
+
+def fill_report(store: Store, config: Config, raw: bytes) -> bytes:
+    """A report with {VERP:address} and {MSGID:address} filled in from the deliveries."""
+    secret = signing_secret(config)
+    with store.Session() as session:
+        for delivery in session.scalars(select(Delivery)):
+            verp = verp_address(secret, config.newsletter.bounce_address, delivery.id)
+            raw = raw.replace(f"{{VERP:{delivery.address}}}".encode(), verp.encode())
+            raw = raw.replace(
+                f"{{MSGID:{delivery.address}}}".encode(), delivery.message_id.encode()
+            )
+    return raw
