@@ -20,7 +20,6 @@ the time we received it (:mod:`digest_mailer.bounces.scoring`).
 """
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,16 +33,24 @@ from digest_mailer.bounces.reports import Failure, Report, read_report
 from digest_mailer.bounces.scoring import apply_bounce, score_pending
 from digest_mailer.config import Config
 from digest_mailer.db import Store
-from digest_mailer.inbox.classify import Incoming, OurAddresses, Policy, Unreadable, decide, parse
+from digest_mailer.inbox.classify import (
+    Incoming,
+    OurAddresses,
+    Policy,
+    Unreadable,
+    decide,
+    message_key,
+    parse,
+)
+from digest_mailer.inbox.held import record_held
 from digest_mailer.inbox.run import HeldMessage, RunResult, Steps, run_mailbox
 from digest_mailer.inbox.sources import MessageSource
-from digest_mailer.kinds import InboxState, Label, Proof
-from digest_mailer.models import Bounce, Delivery, InboxMessage, Subscriber, utcnow
+from digest_mailer.kinds import Label, Proof
+from digest_mailer.models import Bounce, Delivery, Subscriber, utcnow
 from digest_mailer.subscribers import find_subscriber
 from digest_mailer.tokens import signing_secret, verp_deliveries
 
 ENVELOPE_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
-KEEP_RAW_BYTES = 1 << 20
 
 
 @dataclass
@@ -262,24 +269,11 @@ def _hold(
     """A report that could not be read or recorded waits for staff in the review queue
     (``requests review``), the error named."""
     incoming = decided.incoming if decided else None
-    key = incoming.key if incoming else "sha256:" + hashlib.sha256(raw).hexdigest()
-    if session.scalar(select(InboxMessage.id).where(InboxMessage.message_key == key)) is None:
-        session.add(
-            InboxMessage(
-                message_key=key,
-                message_id=incoming.message_id if incoming else None,
-                from_address=clip(incoming.sender if incoming else "", MAX_ADDRESS),
-                subject=clip(incoming.subject if incoming else "", 1000),
-                label=Label.REVIEW,
-                action="held for review (from the bounce mailbox)",
-                reason=error,
-                excerpt="",
-                state=InboxState.REVIEW,
-                raw=raw[:KEEP_RAW_BYTES],
-                received_at=incoming.date if incoming else None,
-                created_at=ctx.now,
-            )
-        )
+    key = incoming.key if incoming else message_key(None, raw)
+    record_held(
+        session, key=key, raw=raw, incoming=incoming, error=error,
+        action="held for review (from the bounce mailbox)", now=ctx.now,
+    )  # fmt: skip
     message_id = incoming.message_id if incoming else None
     sender, subject = (incoming.sender, incoming.subject) if incoming else ("", "")
     return [BounceResult(message_id, None, None, "", f"held for review: {error}")], HeldMessage(

@@ -52,6 +52,7 @@ from digest_mailer.inbox.classify import (
     parse,
     readable_text,
 )
+from digest_mailer.inbox.held import KEEP_RAW_BYTES, record_held
 from digest_mailer.inbox.outbox import ReplyResult, queue_reply, reply_refused, send_replies
 from digest_mailer.inbox.run import HeldMessage, RunResult, Steps, run_mailbox
 from digest_mailer.inbox.sources import MessageSource
@@ -62,7 +63,6 @@ from digest_mailer.tokens import make_token, read_token, signing_secret
 from digest_mailer.transport import Transport
 
 CONFIRM_DAYS = 7
-KEEP_RAW_BYTES = 1 << 20  # reports and held messages larger than this are kept truncated
 EXCERPT_CHARS = 2000
 ACTOR = "email-request"
 
@@ -229,13 +229,10 @@ def hold_message(
     sender = incoming.sender if incoming else ""
     subject = incoming.subject if incoming else ""
     held = HeldMessage(uid, sender, subject, error)
-    existing = _already(session, key)
-    if existing is None:
-        stand_in = decided or Decided(raw, key, None, Verdict(Label.REVIEW, error))
-        record = _record(ctx, stand_in, Verdict(Label.REVIEW, error, None, ""))
-        record.raw = raw[:KEEP_RAW_BYTES]
-        record.action = "held for review"
-        session.add(record)
+    record_held(
+        session, key=key, raw=raw, incoming=incoming, error=error, action="held for review",
+        now=ctx.now,
+    )  # fmt: skip
     message_id = incoming.message_id if incoming else None
     return [InboxResult(message_id, sender, Label.REVIEW, None, "held for review", error)], held
 
