@@ -1,12 +1,17 @@
 """Helpers the tests share (the guide: shared helpers live here, not in conftest)."""
 
+from datetime import timedelta
+
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from digest_mailer import subscribers as subs
+from digest_mailer.addresses import address_key
 from digest_mailer.config import Config
 from digest_mailer.db import Store
+from digest_mailer.inbox.actions import token_hash
 from digest_mailer.message import make_message_id
-from digest_mailer.models import Delivery, Issue
+from digest_mailer.models import Confirmation, Delivery, Issue, Subscriber, utcnow
 from digest_mailer.sender import queue_recipients
 from digest_mailer.tokens import signing_secret, verp_address
 
@@ -35,3 +40,23 @@ def fill_report(store: Store, config: Config, raw: bytes) -> bytes:
                 f"{{MSGID:{delivery.address}}}".encode(), delivery.message_id.encode()
             )
     return raw
+
+
+def add_pending(session: Session, confirmations: dict[str, str]) -> None:
+    """Pending subscribers, each with a valid confirmation token (token -> address)."""
+    now = utcnow()
+    for token, address in confirmations.items():
+        person = Subscriber(
+            email=address, email_key=address_key(address), name="", status="pending",
+            source="email-request", created_at=now, updated_at=now,
+        )  # fmt: skip
+        session.add(person)
+        session.flush()
+        session.add(
+            Confirmation(
+                subscriber_id=person.id,
+                token_hash=token_hash(token),
+                created_at=now,
+                expires_at=now + timedelta(days=7),
+            )
+        )

@@ -9,6 +9,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
+import support
 from conftest import DATA, NEWSLETTER, write_config, write_mbox
 from smtp_server import SMTPServer
 from sqlalchemy import func, select
@@ -53,20 +54,7 @@ def seed(store: Store) -> None:
     """The store the corpus expects: active subscribers and pending confirmations."""
     with store.Session.begin() as session:
         subs.add_subscribers(session, EXPECTED["store"]["active"], allow_test_domains=True)
-        now = utcnow()
-        for token, address in EXPECTED["confirmations"].items():
-            person = Subscriber(
-                email=address, email_key=address, name="", status="pending", source="cli"
-            )
-            session.add(person)
-            session.flush()
-            session.add(
-                Confirmation(
-                    subscriber_id=person.id,
-                    token_hash=rq.token_hash(token),
-                    expires_at=now + timedelta(days=7),
-                )
-            )
+        support.add_pending(session, EXPECTED["confirmations"])
 
 
 def snapshot(store: Store) -> tuple[list[tuple[str, str]], int, int, int]:

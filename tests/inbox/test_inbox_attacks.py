@@ -1,10 +1,10 @@
 """What an outside attacker tried against the request mailbox (a helper that saw only the
 README), each turned into a test: nothing from outside changes a subscriber without proof."""
 
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import support
 from conftest import NEWSLETTER, write_config
 from sqlalchemy import select
 
@@ -12,7 +12,7 @@ from digest_mailer import subscribers as subs
 from digest_mailer.config import Config, load_config
 from digest_mailer.db import Store
 from digest_mailer.inbox import actions
-from digest_mailer.models import Confirmation, Reply, Subscriber, utcnow
+from digest_mailer.models import Reply
 
 OURS = "mx.transit-lab.test"
 
@@ -139,24 +139,8 @@ def test_an_address_in_the_display_name_is_not_the_sender(people: Store, config:
 
 def test_a_token_echoed_by_a_gateway_activates_nobody(people: Store, config: Config) -> None:
     token = "ab" * 16
-    now = utcnow()
     with people.Session.begin() as session:
-        pending = Subscriber(
-            email="new@corp.test",
-            email_key="new@corp.test",
-            name="",
-            status="pending",
-            source="cli",
-        )
-        session.add(pending)
-        session.flush()
-        session.add(
-            Confirmation(
-                subscriber_id=pending.id,
-                token_hash=actions.token_hash(token),
-                expires_at=now + timedelta(days=7),
-            )
-        )
+        support.add_pending(session, {token: "new@corp.test"})
     notice = raw(
         f"From: Mail Gateway <gateway@corp.test>\nSubject: Message held: Confirm your subscription [token: {token}]\nMessage-ID: <g1@corp.test>",
         "Your message to new@corp.test was held by our content filter.",

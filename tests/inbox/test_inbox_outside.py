@@ -9,10 +9,10 @@ and recall are printed with ``-s`` and must not fall below the floors below.
 
 import tomllib
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import support
 from conftest import DATA, NEWSLETTER, write_config
 from sqlalchemy import select
 
@@ -23,7 +23,7 @@ from digest_mailer.db import Store
 from digest_mailer.inbox import actions
 from digest_mailer.inbox.run import HeldMessage
 from digest_mailer.kinds import Label
-from digest_mailer.models import Confirmation, Subscriber, utcnow
+from digest_mailer.models import Subscriber
 
 CORPORA = {
     # the first set was used to mend the classifier after its first reading (85 %,
@@ -57,24 +57,9 @@ def load(corpus: str) -> tuple[Path, dict[str, dict[str, str]], dict]:  # type: 
 
 
 def seed(store: Store, STORE: dict) -> None:  # type: ignore[type-arg]
-    now = utcnow()
     with store.Session.begin() as session:
         subs.add_subscribers(session, STORE["active"], allow_test_domains=True)
-        for token, address in STORE["confirmations"].items():
-            person = Subscriber(
-                email=address, email_key=address_key(address), name="", status="pending",
-                source="email-request", created_at=now, updated_at=now,
-            )  # fmt: skip
-            session.add(person)
-            session.flush()
-            session.add(
-                Confirmation(
-                    subscriber_id=person.id,
-                    token_hash=actions.token_hash(token),
-                    created_at=now,
-                    expires_at=now + timedelta(days=7),
-                )
-            )
+        support.add_pending(session, STORE["confirmations"])
 
 
 def snapshot(session) -> dict[str, str]:  # type: ignore[no-untyped-def]
