@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -114,6 +115,12 @@ class WorkersConfig:
 
 
 @dataclass(frozen=True)
+class DnsConfig:
+    # the resolver `doctor` asks (an IP address, optionally "IP:PORT"); empty: the system's
+    nameserver: str = ""
+
+
+@dataclass(frozen=True)
 class SubscribersConfig:
     allow_test_domains: bool = False
 
@@ -162,6 +169,7 @@ class Config:
     dkim: DkimConfig = field(default_factory=DkimConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
 
     def path(self, value: str) -> Path:
         """A path from the file, made absolute against the config file's folder."""
@@ -260,14 +268,113 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             )
         sections[name] = _build_section(source, name, SECTIONS[name], raw)
     config = Config(source=source, base_dir=base_dir, **sections)
+    check_database_url(source, config.database.url)
+    for key in ADDRESS_KEYS:
+        _check_address(source, key, getattr(config.newsletter, key))
+    return config
+
+
+# The address keys of [newsletter]; reply_to and bounce_address may be empty.
+ADDRESS_KEYS = ("from_address", "reply_to", "request_address", "bounce_address")
+SQLITE_EXAMPLE = "sqlite:///subscribers/digest.db"
+POSTGRES_EXAMPLE = "postgresql+psycopg://USER@HOST/DATABASE"
+
+
+def _check_address(source: str, key: str, value: str) -> None:
+    if not value and key in ("reply_to", "bounce_address"):
+        return
     try:
-        make_url(config.database.url)
+        # the config's own addresses may be on reserved domains (.test) for trials
+        validate_email(value, check_deliverability=False, test_environment=True)
+    except EmailNotValidError as exc:
+        raise ConfigError(
+            f"{source}: [newsletter] {key} must be an email address such as "
+            f"digest@your-domain.org, got {value!r} ({exc})"
+        ) from None
+
+
+def check_database_url(source: str, url: str) -> None:
+    """Only the two back ends the project tests: SQLite files and PostgreSQL (psycopg 3)."""
+    where = f"{source}: [database] url"
+    try:
+        parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(
-            f"{source}: [database] url must be a database URL such as "
-            f"sqlite:///subscribers/digest.db, got {config.database.url!r}"
+            f"{where} must be a database URL such as {SQLITE_EXAMPLE}, got {url!r}"
         ) from None
-    return config
+    scheme = parsed.drivername
+    if scheme in ("postgres", "postgresql") or scheme.startswith("postgres"):
+        if scheme != "postgresql+psycopg":
+            fixed = parsed.set(drivername="postgresql+psycopg").render_as_string(
+                hide_password=False
+            )
+            raise ConfigError(
+                f"{where} uses {scheme}://, which this program does not load; write it as "
+                f"{fixed!r} (the psycopg 3 driver)"
+            )
+        return
+    if scheme == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise ConfigError(
+                f"{where} must name a SQLite file, such as {SQLITE_EXAMPLE}; "
+                "an in-memory database would lose everything at exit"
+            )
+        return
+    raise ConfigError(
+        f"{where}: {scheme}:// is not supported; use SQLite ({SQLITE_EXAMPLE}) "
+        f"or PostgreSQL ({POSTGRES_EXAMPLE})"
+    )
+
+
+# Values config.example.toml ships with: mail must not go out under them.
+EXAMPLE_POSTAL_ADDRESS = "Policy Institute, 1 Example Street, Springfield"
+EXAMPLE_DOMAINS = ("example.org", "example.com", "example.net")
+
+
+def placeholder_keys(config: Config) -> list[str]:
+    """The keys still holding a value from ``config.example.toml`` (or the built-in
+    defaults) that no real newsletter can send under: example.org addresses, the example
+    postal address, an empty postal address."""
+    found = []
+    for key in ADDRESS_KEYS:
+        value = getattr(config.newsletter, key)
+        domain = value.rpartition("@")[2].strip().lower().rstrip(".")
+        if value and any(domain == d or domain.endswith("." + d) for d in EXAMPLE_DOMAINS):
+            found.append(f"[newsletter] {key} ({value})")
+    postal = config.newsletter.postal_address.strip()
+    if not postal:
+        found.append("[newsletter] postal_address (empty; the law wants one in every footer)")
+    elif postal == EXAMPLE_POSTAL_ADDRESS:
+        found.append(f"[newsletter] postal_address ({postal!r} is the example)")
+    return found
+
+
+def refuse_placeholders(config: Config) -> None:
+    """Before anything goes out: no example value may still be in place."""
+    keys = placeholder_keys(config)
+    if keys:
+        raise ConfigError(
+            f"{config.source}: set your own value for {'; '.join(keys)} before sending"
+        )
+
+
+def sqlite_file(config: Config) -> Path | None:
+    """The SQLite database file, or None for PostgreSQL."""
+    url = make_url(config.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    return Path(url.database)
+
+
+def require_database_folder(config: Config) -> None:
+    """A SQLite file whose folder is missing is a mistyped path, not a new database: only
+    ``init`` creates it."""
+    file = sqlite_file(config)
+    if file is not None and not file.parent.is_dir():
+        raise ConfigError(
+            f"{config.source}: [database] url names {file}, whose folder {file.parent} "
+            "does not exist; fix the path, or run `digest-mailer init` to create it"
+        )
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

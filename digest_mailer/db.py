@@ -73,8 +73,6 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -102,7 +100,9 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str | None]:
-    """Create or upgrade the schema to the newest migration; returns (before, after)."""
+    """Create or upgrade the schema to the newest migration; returns (before, after).
+    A SQLite file's missing folder is created (``init`` says so first)."""
+    create_sqlite_folder(engine.url.render_as_string(hide_password=False))
     before = current_revision(engine)
     command.upgrade(_alembic_config(engine), "head")
     return before, current_revision(engine)
@@ -121,6 +121,12 @@ class Store:
 
 def open_store(url: str, *, check: bool = True) -> Store:
     """Open the database at ``url``; with ``check`` refuse one not at the newest migration."""
+    parsed = make_url(url)
+    if check and parsed.get_backend_name() == "sqlite" and parsed.database:
+        if not Path(parsed.database).exists():  # do not leave an empty file behind
+            raise StoreError(
+                f"the database {parsed.database} is not initialised: run `digest-mailer init`"
+            )
     engine = make_engine(url)
     if check:
         current, head = current_revision(engine), head_revision(engine)
@@ -136,6 +142,18 @@ def open_store(url: str, *, check: bool = True) -> Store:
                 f"{head}: run `digest-mailer init` to upgrade it"
             )
     return Store(engine, sessionmaker(engine, expire_on_commit=False))
+
+
+def create_sqlite_folder(url: str) -> Path | None:
+    """For ``init``: the folder of a SQLite file, created when missing (returned then)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    folder = Path(parsed.database).parent
+    if folder.is_dir():
+        return None
+    folder.mkdir(parents=True, mode=0o700)
+    return folder
 
 
 def _safe(engine: Engine) -> str:

@@ -32,3 +32,22 @@ class StoreError(DigestMailerError):
     """The database is unreachable, uninitialised or at an unexpected revision."""
 
     exit_code = 3
+
+
+class SendRefused(DigestMailerError):
+    """The send cannot start: lint errors, no test send, a changed issue, another send."""
+
+    exit_code = 4
+
+
+class SendPaused(DigestMailerError):
+    """The send stopped part-way with nothing lost; the same command resumes it."""
+
+    exit_code = 5
+
+
+class TestSendFailed(DigestMailerError):
+    """A test send was not accepted for every seed address; nothing went to subscribers."""
+
+    __test__ = False  # not a pytest test class
+    exit_code = 6

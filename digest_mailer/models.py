@@ -166,6 +166,8 @@ class Issue(Base):
     tested_fingerprint: Mapped[str | None] = mapped_column(String(64))
     skipped_test: Mapped[bool] = mapped_column(default=False)
     note: Mapped[str] = mapped_column(Text, default="")
+    # the audiences of its sends, one a line: "everyone" or "lists: a, b; not: c"
+    audiences: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -202,7 +204,8 @@ class Delivery(Base):
 
 
 class SendWorker(Base):
-    """One `send --worker` process taking part in an issue's send."""
+    """One process sending an issue, with its lease: a `send --worker` taking part, or a
+    plain `send` holding the issue alone."""
 
     __tablename__ = "send_workers"
 
@@ -211,7 +214,9 @@ class SendWorker(Base):
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
     connections: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(20))  # running | finished | stopped
+    state: Mapped[str] = mapped_column(String(20))  # running | finished | stopped | lost
+    # "worker": shares the send (`send --worker`); "single": sends alone and excludes others
+    kind: Mapped[str] = mapped_column(String(20), default="worker", server_default="worker")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_until: Mapped[datetime] = mapped_column(UTCDateTime)

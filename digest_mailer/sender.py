@@ -38,6 +38,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.orm import Session
@@ -52,7 +53,8 @@ from digest_mailer.bounces.scoring import (
 from digest_mailer.composer import ComposedIssue
 from digest_mailer.config import Config
 from digest_mailer.db import FastStatement, Store, driver_transaction
-from digest_mailer.errors import DigestMailerError, InputError, NotFoundError
+from digest_mailer.errors import InputError, NotFoundError, SendRefused
+from digest_mailer.lease import LeaseKeeper, refuse_while_held
 from digest_mailer.lint import lint
 from digest_mailer.message import MessageTemplate, make_message_id
 from digest_mailer.models import (
@@ -80,18 +82,6 @@ from digest_mailer.transport import (
 
 CANDIDATE_BATCH = 1000
 CONNECT_RETRIES = 3  # reconnects per message before the send pauses
-
-
-class SendRefused(DigestMailerError):
-    """The send cannot start: lint errors, no test send, a changed issue."""
-
-    exit_code = 4
-
-
-class SendPaused(DigestMailerError):
-    """The send stopped part-way with nothing lost; the same command resumes it."""
-
-    exit_code = 5
 
 
 # --------------------------------------------------------------------------- preparing
@@ -196,21 +186,25 @@ def prepare_send(
     resend_uncertain: bool = False,
     allow_changed: bool = False,
     worker: bool = False,
+    audience: "Audience | None" = None,
 ) -> SendPlan:
     """Check that the send may start (or resume), recover a crashed run, queue recipients.
 
     ``worker``: start or join a send shared by several processes (PostgreSQL; see
     :mod:`digest_mailer.workers`); only rows of workers whose lease ran out are recovered.
+    ``audience``: the lists to send to (default: every active subscriber). A send of the
+    issue to an audience it has not had yet queues those not yet sent to.
     """
     refuse_on_lint_errors(composed)
-    if worker:
-        lock_issue(session, composed.issue_id)
-    else:
-        refuse_while_workers_run(session, composed.issue_id)
+    if session.get_bind().dialect.name == "postgresql":
+        lock_issue(session, composed.issue_id)  # SQLite's BEGIN IMMEDIATE serialises already
+    refuse_while_held(session, composed.issue_id, joining_as_worker=worker)
     issue = record_issue(session, composed)
     refuse_reused_id(issue, composed)  # --allow-changed is for a send still in progress
     notes: list[str] = []
     resuming = issue.state in ("sending", "paused", "sent")
+    audience = audience.resolve(session) if audience is not None else Audience().resolve(session)
+    new_audience = audience.line not in issue.audiences.splitlines()
     if resuming and issue.fingerprint != composed.fingerprint:
         if not allow_changed:
             raise SendRefused(
@@ -231,7 +225,7 @@ def prepare_send(
                 f"`digest-mailer send {composed.source.path} --test` first (or --skip-test)"
             )
         issue.skipped_test = True
-        notes.append("sent without a test send (--skip-test)")
+        notes.append("started without a test send (--skip-test)")
     if worker:
         recovered = expire_leases(session, issue.id, utcnow())
     else:
@@ -247,10 +241,16 @@ def prepare_send(
             notes.append(f"{requeued} uncertain recipient(s) queued again (--resend-uncertain)")
     if notes:
         issue.note = "; ".join(filter(None, [issue.note, *notes]))
-    if not resuming:
-        queue_recipients(session, issue.id)
+    added = 0
+    if not resuming or new_audience:
+        added = queue_recipients(session, issue.id, audience)
+        issue.audiences = "\n".join(filter(None, [*issue.audiences.splitlines(), audience.line]))
         # from here on the recipient set and the text are fixed
-        issue.state, issue.started_at, issue.updated_at = "sending", utcnow(), utcnow()
+        if not resuming:
+            issue.started_at = utcnow()
+        issue.state, issue.updated_at = "sending", utcnow()
+        if resuming:
+            notes.append(f"{added} more recipient(s): {audience.line}")
     open_rows = session.scalar(
         select(func.count())
         .select_from(Delivery)
@@ -332,15 +332,6 @@ def live_workers(db: Connection | Session, issue_id: str, now: datetime) -> int:
     )
 
 
-def refuse_while_workers_run(session: Session, issue_id: str) -> None:
-    live = live_workers(session, issue_id, utcnow())
-    if live:
-        raise SendRefused(
-            f"{live} worker(s) are sending issue {issue_id}: join them with "
-            "`send --yes --worker`, or wait until they finish"
-        )
-
-
 def recover_crashed(session: Session, issue_id: str) -> list[str]:
     """Rows left ``sending`` by a process that died become ``uncertain``; returns them.
     Rows a dead worker had only claimed go back to the queue."""
@@ -368,8 +359,51 @@ def recover_crashed(session: Session, issue_id: str) -> list[str]:
     return [r.address for r in rows]
 
 
-def queue_recipients(session: Session, issue_id: str) -> int:
-    """One delivery row per active subscriber, in one INSERT ... SELECT."""
+@dataclass(frozen=True)
+class Audience:
+    """Who a send goes to: the active members of ``lists`` (every active subscriber when
+    empty), less the members of ``exclude``."""
+
+    lists: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    list_ids: tuple[int, ...] = ()
+    exclude_ids: tuple[int, ...] = ()
+
+    @property
+    def line(self) -> str:
+        """How the issue records it: "everyone", "lists: a, b; not: c"."""
+        text = f"lists: {', '.join(self.lists)}" if self.lists else "everyone"
+        return f"{text}; not: {', '.join(self.exclude)}" if self.exclude else text
+
+    def resolve(self, session: Session) -> "Audience":
+        """The same audience with the lists' ids (a missing list is NotFoundError)."""
+        lists = tuple(sorted(set(self.lists)))
+        exclude = tuple(sorted(set(self.exclude)))
+        both = set(lists) & set(exclude)
+        if both:
+            raise InputError(f"list {sorted(both)[0]!r} is both sent to and excluded")
+        return Audience(
+            lists,
+            exclude,
+            tuple(get_list(session, name).id for name in lists),
+            tuple(get_list(session, name).id for name in exclude),
+        )
+
+    def condition(self) -> Any:
+        """The subscribers it selects (besides being active)."""
+        member = list_members.c.subscriber_id == Subscriber.id
+        parts = []
+        if self.list_ids:
+            parts.append(exists().where(member, list_members.c.list_id.in_(self.list_ids)))
+        if self.exclude_ids:
+            parts.append(~exists().where(member, list_members.c.list_id.in_(self.exclude_ids)))
+        return and_(*parts) if parts else true()
+
+
+def queue_recipients(session: Session, issue_id: str, audience: Audience | None = None) -> int:
+    """One delivery row per active subscriber of the audience not yet queued for this
+    issue, in one INSERT ... SELECT."""
+    audience = audience or Audience()
     already = exists().where(Delivery.issue_id == issue_id, Delivery.subscriber_id == Subscriber.id)
     now = utcnow()
     columns = [
@@ -394,7 +428,7 @@ def queue_recipients(session: Session, issue_id: str) -> int:
                 at,
                 at,
             )
-            .where(Subscriber.status == "active", ~already)
+            .where(Subscriber.status == "active", ~already, audience.condition())
             .order_by(Subscriber.id),
         )
     )
@@ -1088,8 +1122,11 @@ def run_send(
     *,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    lease: str | None = None,
 ) -> SendReport:
-    """Send every queued or deferred delivery of ``issue_id``; commits as it goes."""
+    """Send every queued or deferred delivery of ``issue_id``; commits as it goes.
+    ``lease``: the id :func:`digest_mailer.lease.take_lease` gave; it is renewed while the
+    send runs and ended with it."""
     loop = _SendLoop(
         store,
         issue_id,
@@ -1100,7 +1137,12 @@ def run_send(
         progress,
         stop or threading.Event(),
     )
-    return loop.run()
+    if lease is None:
+        return loop.run()
+    with LeaseKeeper(store, lease, config.workers.lease_seconds) as keeper:
+        report = loop.run()
+        keeper.final_state = "finished" if report.state == "sent" else "stopped"
+    return report
 
 
 # --------------------------------------------------------------------------- reports
@@ -1140,6 +1182,7 @@ def issue_status(session: Session, issue_id: str | None = None) -> list[dict[str
                 "counts": delivery_counts(session, issue.id),
                 # subscribers whose delivery of this issue bounced, or who complained
                 "bounces": issue_bounce_counts(session, issue.id),
+                "audiences": issue.audiences.splitlines(),
                 "workers": worker_status(session, issue.id),
                 "started_at": issue.started_at.isoformat() if issue.started_at else None,
                 "finished_at": issue.finished_at.isoformat() if issue.finished_at else None,
@@ -1169,6 +1212,7 @@ def worker_status(session: Session, issue_id: str) -> list[dict[str, object]]:
         out.append(
             {
                 "id": w.id,
+                "kind": w.kind,
                 "host": w.host,
                 "pid": w.pid,
                 "connections": w.connections,

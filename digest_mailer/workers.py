@@ -17,8 +17,6 @@ SQLite has one writer at a time and no row locks: there ``--worker`` is refused.
 """
 
 import os
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +28,7 @@ from sqlalchemy import and_, bindparam, exists, or_, select, update
 from digest_mailer.bounces.scoring import score_pending
 from digest_mailer.config import Config
 from digest_mailer.db import Store
+from digest_mailer.lease import WORKER, host_name, process_identity
 from digest_mailer.message import MessageTemplate
 from digest_mailer.models import Delivery, Issue, SendWorker, Subscriber, UTCDateTime, utcnow
 from digest_mailer.sender import (
@@ -55,10 +54,6 @@ def require_postgresql(store: Store) -> None:
             '--worker needs PostgreSQL ([database] url = "postgresql+psycopg://…"): SQLite '
             "lets one process send at a time; run `send` without --worker"
         )
-
-
-def worker_identity() -> str:
-    return f"{socket.gethostname()[:50]}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 # A worker turns only its own claimed rows ``sending`` (or ``skipped``).
@@ -197,7 +192,8 @@ class WorkerLoop(_SendLoop):
                 SendWorker(
                     id=self.worker_id,
                     issue_id=self.issue_id,
-                    host=socket.gethostname()[:255],
+                    kind=WORKER,
+                    host=host_name(),
                     pid=os.getpid(),
                     connections=self.connections,
                     state="running",
@@ -275,6 +271,6 @@ def run_worker(
         secret,
         progress,
         stop or threading.Event(),
-        worker_id=worker_id or worker_identity(),
+        worker_id=worker_id or process_identity(),
     )
     return loop.run()

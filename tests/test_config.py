@@ -119,3 +119,81 @@ def test_example_config_parses_and_documents_every_key() -> None:
             )
             assert index is not None, f"[{section.name}] {key.name} is not in the example"
             assert lines[index - 1].startswith("#"), f"{key.name} has no comment above it"
+
+
+# --------------------------------------------------------------------------- setup mistakes
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[newsletter]\nfrom_address = "digest at thinktank"',
+            "[newsletter] from_address must be an email address",
+        ),
+        ('[newsletter]\nreply_to = "reply@"', "[newsletter] reply_to must be an email address"),
+        (
+            '[newsletter]\nrequest_address = "Ana <ana@lab.test>"',
+            "[newsletter] request_address must be an email address",
+        ),
+        (
+            '[newsletter]\nbounce_address = "bounces@@lab.test"',
+            "[newsletter] bounce_address must be an email address",
+        ),
+        (
+            '[database]\nurl = "postgres://digest@db.lab.test/digest"',
+            "write it as 'postgresql+psycopg://digest@db.lab.test/digest'",
+        ),
+        (
+            '[database]\nurl = "postgresql://digest:pw@db.lab.test:5433/digest"',
+            "write it as 'postgresql+psycopg://digest:pw@db.lab.test:5433/digest'",
+        ),
+        (
+            '[database]\nurl = "postgresql+psycopg2://digest@db.lab.test/digest"',
+            "uses postgresql+psycopg2://",
+        ),
+        ('[database]\nurl = "mysql://digest@db.lab.test/digest"', "mysql:// is not supported"),
+        ('[database]\nurl = "sqlite://"', "must name a SQLite file"),
+    ],
+)
+def test_setup_mistakes_are_one_line_naming_the_key(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "site.toml", Path("/srv"))
+    message = str(caught.value)
+    assert message.startswith("site.toml: ") and expected in message
+    assert "\n" not in message
+    assert caught.value.exit_code == 2
+
+
+def test_reply_to_and_bounce_address_may_be_empty_and_test_domains_are_fine() -> None:
+    config = parse_config(
+        '[newsletter]\nfrom_address = "digest@lab.test"\nreply_to = ""\nbounce_address = ""',
+        "site.toml",
+        Path("/srv"),
+    )
+    assert config.newsletter.from_address == "digest@lab.test"
+
+
+def test_placeholders_of_the_example_config_are_named() -> None:
+    from digest_mailer.config import placeholder_keys, refuse_placeholders
+
+    example = Path(__file__).parent.parent / "config.example.toml"
+    config = parse_config(example.read_text("utf-8"), "config.toml", Path("/srv"))
+    keys = placeholder_keys(config)
+    assert [k.split(" (")[0] for k in keys] == [
+        "[newsletter] from_address",
+        "[newsletter] request_address",
+        "[newsletter] postal_address",
+    ]
+    with pytest.raises(ConfigError, match=r"set your own value for \[newsletter\] from_address"):
+        refuse_placeholders(config)
+    assert "postal_address (empty" in placeholder_keys(Config())[-1]
+    real = parse_config(
+        '[newsletter]\nfrom_address = "digest@policy-lab.test"\n'
+        'request_address = "digest@policy-lab.test"\n'
+        'postal_address = "Policy Lab, 4 Harbour Row, Portsea"',
+        "config.toml",
+        Path("/srv"),
+    )
+    assert placeholder_keys(real) == []
+    refuse_placeholders(real)

@@ -16,10 +16,22 @@ def register(app: typer.Typer) -> None:
     app.command("compose")(compose)
 
 
-def print_findings(findings: list[lint.Finding]) -> None:
+def print_findings(findings: list[lint.Finding], *, summary_for: Path | None = None) -> None:
+    """Every finding; with ``summary_for``, the errors and one line counting the warnings
+    (a send repeats what ``compose`` already listed in full)."""
+    warnings = [f for f in findings if f.level != "error"]
     for f in findings:
+        if summary_for is not None and f.level != "error":
+            continue
         style = "bold red" if f.level == "error" else "yellow"
         err.print(f"{f.level}: {f.message} [{f.code}]", style=style, markup=False)
+    if summary_for is not None and warnings:
+        err.print(
+            f"{len(warnings)} warning(s): `digest-mailer compose {summary_for}` lists them "
+            "(or pass --verbose)",
+            style="yellow",
+            markup=False,
+        )
 
 
 def compose(

@@ -12,12 +12,15 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from digest_mailer import composer, sender, workers
 from digest_mailer.capture import start_capture
+from digest_mailer.cli import tables
 from digest_mailer.cli.compose import print_findings
 from digest_mailer.cli.state import EncodingOption, IssueIdOption, err, out, print_json, state, warn
+from digest_mailer.config import refuse_placeholders
+from digest_mailer.errors import SendPaused, TestSendFailed
+from digest_mailer.lease import take_lease
 from digest_mailer.lint import lint
 from digest_mailer.message import MessageTemplate
 from digest_mailer.models import DELIVERY_STATES
@@ -86,19 +89,42 @@ def send(
         bool,
         typer.Option("--worker", help="Share the send with other --worker processes (PostgreSQL)."),
     ] = False,
+    lists: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--list",
+            "-l",
+            help="Send to the active members of this list (repeat for several).",
+            metavar="NAME",
+        ),
+    ] = None,
+    exclude_lists: Annotated[
+        list[str] | None,
+        typer.Option("--exclude-list", help="Leave out the members of this list.", metavar="NAME"),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print every lint warning, not a count.")
+    ] = False,
 ) -> None:
-    """Send an issue: first --test to the seed list, then to every active subscriber.
+    """Send an issue: first --test to the seed list, then to every active subscriber
+    (or the members of --list).
 
     The send log records every recipient; after a crash, Ctrl-C or a lost server the same
-    command resumes and sends to nobody twice. With --worker, run the same command on
-    several machines: they share the send through PostgreSQL.
+    command resumes and sends to nobody twice. Sending the issue later to another list
+    reaches only those not yet sent to. One send of an issue runs at a time. With
+    --worker, run the same command on several machines: they share the send through
+    PostgreSQL.
 
     Example: digest-mailer send vol-2.4.txt --test && digest-mailer send vol-2.4.txt
     """
     st = state(ctx)
     config = st.config
+    if to and not test:
+        raise typer.BadParameter("--to goes with --test", param_hint="--to")
     if worker:
         workers.require_postgresql(st.store())
+    if dry_run is None:
+        refuse_placeholders(config)
     composed = composer.compose_file(issue_file, config, issue_id=issue_id, encoding=encoding)
     if composed.source.encoding not in ("UTF-8", encoding):
         warn(
@@ -107,10 +133,7 @@ def send(
         )
     secret = signing_secret(config)
     signer = DkimSigner.from_config(config)  # a bad key stops here, before anything is sent
-    findings = lint(composed)
-    print_findings(findings)
-    if to and not test:
-        raise typer.BadParameter("--to goes with --test", param_hint="--to")
+    print_findings(lint(composed), summary_for=None if verbose else issue_file)
     if test:
         _test_send(st, composed, secret, to or [])
         return
@@ -122,30 +145,41 @@ def send(
         )
         return
     settings = SMTPSettings.from_config(config)
-    with st.transaction() as session:
-        plan = sender.prepare_send(
-            session,
-            composed,
-            skip_test=skip_test,
-            resend_uncertain=resend_uncertain,
-            allow_changed=allow_changed,
-            worker=worker,
-        )
-        if plan.recovered_uncertain:
-            warn(
-                f"{len(plan.recovered_uncertain)} recipient(s) were in the middle of sending "
-                f"when the last run stopped and are now uncertain (not resent unless "
-                f"--resend-uncertain): {', '.join(plan.recovered_uncertain[:10])}"
-            )
-        for note in plan.notes:
-            warn(note)
-        verb = "Resume sending" if plan.resuming else "Send"
-        if plan.queued and not yes:
+    audience = sender.Audience(tuple(lists or ()), tuple(exclude_lists or ()))
+    options = {
+        "skip_test": skip_test,
+        "resend_uncertain": resend_uncertain,
+        "allow_changed": allow_changed,
+        "worker": worker,
+        "audience": audience,
+    }
+    if not yes:
+        # the question is asked with no transaction open: a person may take minutes to
+        # answer, and one-click unsubscribes must not wait for them
+        with st.transaction(dry_run=True) as session:
+            preview = sender.prepare_send(session, composed, **options)
+        if preview.queued:
+            verb = "Resume sending" if preview.resuming else "Send"
             typer.confirm(
-                f"{verb} {plan.subject!r} (issue {plan.issue_id}) to {plan.queued} "
-                f"recipient(s) through {settings.where}?",
+                f"{verb} {preview.subject!r} (issue {preview.issue_id}) to {preview.queued} "
+                f"recipient(s) ({audience.line}) through {settings.where}?",
                 abort=True,
             )
+    lease = None
+    with st.transaction() as session:
+        plan = sender.prepare_send(session, composed, **options)
+        if plan.queued and not worker:
+            lease = take_lease(
+                session, plan.issue_id, config.workers.lease_seconds, config.smtp.connections
+            )
+    if plan.recovered_uncertain:
+        warn(
+            f"{len(plan.recovered_uncertain)} recipient(s) were in the middle of sending "
+            f"when the last run stopped and are now uncertain (not resent unless "
+            f"--resend-uncertain): {', '.join(plan.recovered_uncertain[:10])}"
+        )
+    for note in plan.notes:
+        warn(note)
     if plan.queued == 0:
         with st.transaction() as session:
             done = sender.issue_status(session, plan.issue_id)[0]
@@ -155,13 +189,13 @@ def send(
             f"nothing to send: issue {plan.issue_id} is {done['state']} ({summary})", markup=False
         )
         return
-    report = _run_with_progress(st, plan, composed, settings, secret, signer, worker)
+    report = _run_with_progress(st, plan, composed, settings, secret, signer, worker, lease)
     _print_report(report)
     if worker and report.state == "sending" and not report.paused_reason:
         out.print("this worker is done; other workers are finishing theirs", markup=False)
         return
     if report.state != "sent":
-        raise sender.SendPaused(
+        raise SendPaused(
             f"send paused: {report.paused_reason or 'not finished'}; nothing was lost: run "
             f"`digest-mailer send {issue_file}` again to resume"
         )
@@ -186,10 +220,13 @@ def _test_send(st, composed, secret: bytes, to: list[str]) -> None:  # type: ign
         markup=False,
     )
     if ok != len(results):
-        raise sender.SendPaused("not every test message was accepted; fix that, then test again")
+        raise TestSendFailed(
+            f"the test send failed: {len(results) - ok} of {len(results)} test message(s) "
+            "were not accepted; fix that, then test again (no subscriber got anything)"
+        )
 
 
-def _run_with_progress(st, plan, composed, settings, secret, signer, worker):  # type: ignore[no-untyped-def]
+def _run_with_progress(st, plan, composed, settings, secret, signer, worker, lease):  # type: ignore[no-untyped-def]
     stop = threading.Event()
     template = MessageTemplate(composed, st.config, signer=signer)
     columns = (
@@ -207,17 +244,10 @@ def _run_with_progress(st, plan, composed, settings, secret, signer, worker):  #
             elapsed = max(time.monotonic() - started, 1e-6)
             progress.update(task, completed=done, total=max(total, 1), rate=done / elapsed)
 
-        run = workers.run_worker if worker else sender.run_send
-        return run(
-            st.store(),
-            plan.issue_id,
-            st.config,
-            template,
-            lambda: SMTPTransport(settings),
-            secret,
-            progress=update,
-            stop=stop,
-        )
+        args = (st.store(), plan.issue_id, st.config, template, lambda: SMTPTransport(settings))
+        if worker:
+            return workers.run_worker(*args, secret, progress=update, stop=stop)
+        return sender.run_send(*args, secret, progress=update, stop=stop, lease=lease)
 
 
 def _print_report(report: sender.SendReport) -> None:
@@ -244,19 +274,67 @@ def status(
     if as_json:
         print_json(rows[0] if issue else rows)
         return
-    table = Table("issue", "state", "tested", *DELIVERY_STATES, "bounced", "complained", "subject")
-    for r in rows:
-        counts, bounces = r["counts"], r["bounces"]
-        table.add_row(
-            str(r["issue"]),
-            str(r["state"]),
-            "yes" if r["tested"] else "no",
-            *(str(counts[s]) for s in DELIVERY_STATES),  # type: ignore[index]
-            str(bounces["bounced"]),  # type: ignore[index]
-            str(bounces["complained"]),  # type: ignore[index]
-            str(r["subject"]),
-        )
-    out.print(table)
+    width = out.width
+    if issue:
+        for line in tables.card(_status_card(rows[0]), width):
+            out.print(line, markup=False)
+        return
+    if not rows:
+        out.print("no issues yet: `digest-mailer send FILE --test` records one", markup=False)
+        return
+
+    def column(header: str, key: str, kind: str = "optional") -> tables.Column:
+        values = [str(r["counts"][key]) for r in rows]  # type: ignore[index]
+        return tables.Column(header, values, kind, "right")
+
+    columns = [
+        tables.Column("issue", [str(r["issue"]) for r in rows]),
+        tables.Column("state", [str(r["state"]) for r in rows]),
+        tables.Column(
+            "sent",
+            [f"{r['counts']['sent']}/{sum(r['counts'].values())}" for r in rows],  # type: ignore[index,union-attr]
+            align="right",
+        ),
+        column("failed", "failed", "fixed"),
+        column("uncertain", "uncertain", "fixed"),
+        tables.Column("subject", [str(r["subject"]) for r in rows], "flex"),
+        tables.Column(
+            "bounced",
+            [str(r["bounces"]["bounced"]) for r in rows],
+            "optional",
+            "right",  # type: ignore[index]
+        ),
+        tables.Column("to", [" | ".join(r["audiences"]) for r in rows], "optional"),  # type: ignore[arg-type]
+    ]
+    for line in tables.fit(columns, width):
+        out.print(line, markup=False)
+
+
+def _status_card(r: dict) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+    counts = {k: v for k, v in r["counts"].items() if v}
+    tested = "yes" if r["tested"] else "no"
+    if r["skipped_test"]:
+        tested += " (sent with --skip-test)"
+    pairs = [
+        ("issue", str(r["issue"])),
+        ("subject", str(r["subject"])),
+        ("state", str(r["state"])),
+        ("tested", f"{tested}; {r['test_sends']} test message(s)"),
+        ("sent to", "\n".join(r["audiences"]) or "(not sent yet)"),
+        ("deliveries", ", ".join(f"{v} {k}" for k, v in counts.items()) or "none"),
+        ("bounced", str(r["bounces"]["bounced"])),
+        ("complained", str(r["bounces"]["complained"])),
+        ("started", str(r["started_at"] or "-")),
+        ("finished", str(r["finished_at"] or "-")),
+        ("fingerprint", str(r["fingerprint"])),
+    ]
+    for w in r["workers"]:
+        if w["state"] not in ("running", "lost"):
+            continue
+        pairs.append(("sender", f"{w['kind']} {w['id']} ({w['state']})"))
+    if r["note"]:
+        pairs.append(("note", str(r["note"])))
+    return pairs
 
 
 def log(
@@ -283,10 +361,21 @@ def log(
     if as_json:
         print_json(rows)
         return
-    table = Table(*sender.LOG_FIELDS)
-    for r in rows:
-        table.add_row(*(str(r[f]) if r[f] is not None else "" for f in sender.LOG_FIELDS))
-    out.print(table)
+
+    def values(field: str) -> list[str]:
+        return ["" if r[field] is None else str(r[field]) for r in rows]
+
+    columns = [
+        tables.Column("address", values("address")),
+        tables.Column("state", values("state")),
+        tables.Column("tries", values("attempts"), align="right"),
+        tables.Column("code", values("code"), align="right"),
+        tables.Column("time (UTC)", [str(r["time"])[:16].replace("T", " ") for r in rows]),
+        tables.Column("reply", values("message"), "flex"),
+        tables.Column("message id", values("message_id"), "optional"),
+    ]
+    for line in tables.fit(columns, out.width):
+        out.print(line, markup=False)
 
 
 def capture_smtp(

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from sqlalchemy.orm import Session
 
-from digest_mailer.config import Config, load_config
+from digest_mailer.config import Config, load_config, require_database_folder
 from digest_mailer.db import Store, open_store
 from digest_mailer.inbox.run import HeldMessage
 
@@ -31,7 +31,10 @@ class State:
         return self._config
 
     def store(self, *, check: bool = True) -> Store:
+        """The store; ``check=False`` is for ``init`` alone (it may create the folder)."""
         if self._store is None:
+            if check:
+                require_database_folder(self.config)
             self._store = open_store(self.config.database_url, check=check)
         return self._store
 

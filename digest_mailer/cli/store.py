@@ -16,6 +16,9 @@ def init(ctx: typer.Context) -> None:
     Example: digest-mailer init
     """
     st = state(ctx)
+    created = db.create_sqlite_folder(st.config.database_url)
+    if created is not None:
+        out.print(f"created the folder {created} for the database", markup=False)
     store = st.store(check=False)
     before, after = db.upgrade(store.engine)
     with st.transaction() as session:
