@@ -13,6 +13,7 @@ from digest_mailer.cli import (
     bounces,
     compose,
     dkim,
+    doctor,
     lists,
     requests,
     send,
@@ -29,8 +30,30 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def keep_examples(command) -> None:  # type: ignore[no-untyped-def]
+    """Click rewraps help paragraphs; an ``Example:`` paragraph is kept as written (a
+    wrapped command line cannot be copied), here and in every subcommand."""
+    if command.help and "\b\nExample:" not in command.help:
+        command.help = command.help.replace("\nExample:", "\n\b\nExample:")
+        if command.help.startswith("Example:"):
+            command.help = "\b\n" + command.help
+    for sub in getattr(command, "commands", {}).values():
+        keep_examples(sub)
+
+
 class DigestGroup(TyperGroup):
-    """Turns every library error into one red line and an exit code, never a traceback."""
+    """Turns every library error into one red line and an exit code, never a traceback.
+    Help is Click's plain text (no Rich markup: "[inbox]" stays as written)."""
+
+    def get_command(self, ctx, cmd_name):  # type: ignore[no-untyped-def]
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            keep_examples(command)
+        return command
+
+    def format_help(self, ctx, formatter):  # type: ignore[no-untyped-def]
+        keep_examples(self)
+        super().format_help(ctx, formatter)
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
@@ -57,9 +80,9 @@ class DigestGroup(TyperGroup):
 
 
 app = typer.Typer(
+    rich_markup_mode=None,
     cls=DigestGroup,
     name="digest-mailer",
-    help="Distribute an email newsletter: subscribers, composing, sending, requests.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
@@ -73,6 +96,7 @@ store.register(app)
 compose.register(app)
 send.register(app)
 serve.register(app)
+doctor.register(app)
 
 
 def _version(value: bool) -> None:

@@ -14,7 +14,9 @@ from digest_mailer.cli.state import out, print_held, print_json, state
 from digest_mailer.inbox.sources import open_source
 
 app = typer.Typer(
-    help="Bounces and complaints: read the bounce mailbox, list what was recorded.",
+    rich_markup_mode=None,
+    help="Bounces and complaints: read the bounce mailbox, list what was recorded.\n\n"
+    "Example: digest-mailer bounces process --dry-run",
     no_args_is_help=True,
 )
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]

@@ -8,7 +8,12 @@ import typer
 from digest_mailer.cli.state import out
 from digest_mailer.signing import generate_key
 
-app = typer.Typer(help="DKIM signing keys.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,
+    help="DKIM signing keys.\n\n"
+    "Example: digest-mailer dkim keygen --selector digest2026 --domain lab.org",
+    no_args_is_help=True,
+)
 
 
 @app.command("keygen")

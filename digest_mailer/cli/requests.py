@@ -16,7 +16,9 @@ from digest_mailer.kinds import Label
 from digest_mailer.transport import SMTPSettings, SMTPTransport
 
 app = typer.Typer(
-    help="Requests people email to the digest address: subscribe, unsubscribe, confirm.",
+    rich_markup_mode=None,
+    help="Requests people email to the digest address: subscribe, unsubscribe, confirm.\n\n"
+    "Example: digest-mailer requests process --dry-run",
     no_args_is_help=True,
 )
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]

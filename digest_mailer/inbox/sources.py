@@ -101,8 +101,12 @@ def _arrival(key: str) -> tuple[int, int, str]:
     return (int(match.group(1)), int(match.group(2) or 0), key)
 
 
-def _imap_error(exc: BaseException) -> str:
-    text = exc.args[0] if exc.args else exc
+def _imap_error(exc: BaseException | list[object]) -> str:
+    """The text of an IMAP error: an exception, or the data of a NO/BAD reply."""
+    if isinstance(exc, BaseException):
+        text = exc.args[0] if exc.args else exc
+    else:
+        text = exc[0] if exc else "no reason given"
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return str(text)
