@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint format bench clean
 
+# setuptools prints an "Editable installation" notice for every editable install of a
+# project not in a src/ layout (a note, not a deprecation); PYTHONWARNINGS silences only that.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
 demo: $(STAMP)

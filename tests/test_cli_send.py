@@ -77,6 +77,8 @@ def test_test_send_then_send_then_report(
     assert "nothing to send: issue 3.1 is sent (6 sent)" in again.stdout
     assert len(smtp_server.handler.received) == 6 + 2  # two test copies, six real ones
     assert send_cli("log", "9.9").exit_code == 1
+    missing = send_cli("log", "9.9", "--csv")
+    assert missing.exit_code == 1 and missing.stdout == ""  # no header-only file behind
 
 
 def test_dry_run_writes_eml_files(send_cli: Cli, tmp_path: Path, smtp_server: SMTPServer) -> None:

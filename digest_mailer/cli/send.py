@@ -351,6 +351,7 @@ def log(
     Example: digest-mailer log 2.4 --state failed --csv > failed.csv
     """
     with state(ctx).transaction() as session:
+        sender.get_issue(session, issue)  # a missing issue writes nothing, not a lone header
         rows = sender.delivery_log(session, issue, state_filter.value if state_filter else None)
         if as_csv:
             writer = csv.DictWriter(sys.stdout, fieldnames=sender.LOG_FIELDS)
