@@ -102,6 +102,16 @@ def clip(text: str | None, size: int) -> str:
     return (text or "")[:size]
 
 
+MAX_NAME = 200  # a display name's column, and what reaches a header
+
+
+def display_name(text: str | None) -> str:
+    """A person's name as the store keeps it, however it came in (staff, a file, an email,
+    the web): one line, no control characters, at most :data:`MAX_NAME` characters."""
+    printable = "".join(ch if ch.isprintable() else " " for ch in (text or "")[: MAX_NAME * 4])
+    return " ".join(printable.split())[:MAX_NAME]
+
+
 # --------------------------------------------------------------------------- finding
 
 _LOCAL_SPECIALS = frozenset(".+-_'!#$%&*/=?^`{|}~")

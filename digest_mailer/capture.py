@@ -2,6 +2,7 @@
 for trying the tool, the demo, and the tests (aiosmtpd)."""
 
 import mailbox
+import os
 import threading
 from pathlib import Path
 
@@ -15,7 +16,12 @@ class MaildirHandler:
     would, so the envelope can be checked (VERP, exactly-once counts)."""
 
     def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        existed = folder.exists()
         self.maildir = mailbox.Maildir(str(folder), create=True)
+        if not existed:  # captured mail is people's mail: the folders are private
+            for sub in (folder, folder / "new", folder / "cur", folder / "tmp"):
+                sub.chmod(0o700)
         self.count = 0
         self._lock = threading.Lock()
 
@@ -27,7 +33,8 @@ class MaildirHandler:
             for rcpt in envelope.rcpt_tos:
                 # SMTPUTF8 addresses arrive as text; surrogates stand for bytes not UTF-8
                 head = f"Return-Path: <{envelope.mail_from}>\r\nDelivered-To: {rcpt}\r\n"
-                self.maildir.add(head.encode("utf-8", "surrogateescape") + content)
+                key = self.maildir.add(head.encode("utf-8", "surrogateescape") + content)
+                os.chmod(self.folder / "new" / key, 0o600)
                 self.count += 1
         return "250 2.0.0 Message accepted"
 

@@ -6,6 +6,7 @@ current folder. Secrets never live in the file: only names of environment variab
 """
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -356,6 +357,16 @@ def refuse_placeholders(config: Config) -> None:
         raise ConfigError(
             f"{config.source}: set your own value for {'; '.join(keys)} before sending"
         )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def sqlite_file(config: Config) -> Path | None:

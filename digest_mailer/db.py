@@ -4,6 +4,7 @@ One ``sessionmaker`` per store; commands own the transaction (``with Session.beg
 and library functions take the session first and never commit.
 """
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -145,15 +146,23 @@ def open_store(url: str, *, check: bool = True) -> Store:
 
 
 def create_sqlite_folder(url: str) -> Path | None:
-    """For ``init``: the folder of a SQLite file, created when missing (returned then)."""
+    """For ``init``: a SQLite file's folder is created when missing (0700; returned then),
+    and the file is private (0600) whether new or not, with its WAL and shared-memory
+    files, which SQLite creates with the file's mode."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    folder = Path(parsed.database).parent
-    if folder.is_dir():
-        return None
-    folder.mkdir(parents=True, mode=0o700)
-    return folder
+    file = Path(parsed.database)
+    created = None
+    if not file.parent.is_dir():
+        file.parent.mkdir(parents=True, mode=0o700)
+        created = file.parent
+    if not file.exists():
+        os.close(os.open(file, os.O_CREAT | os.O_WRONLY, 0o600))
+    for path in (file, Path(f"{file}-wal"), Path(f"{file}-shm"), Path(f"{file}-journal")):
+        if path.exists() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    return created
 
 
 def _safe(engine: Engine) -> str:

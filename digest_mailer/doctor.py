@@ -30,6 +30,7 @@ from digest_mailer.inbox.sources import IMAPSource
 from digest_mailer.signing import DkimSigner, dns_txt_value
 from digest_mailer.source import parse_issue
 from digest_mailer.tokens import signing_secret
+from digest_mailer.transport import refuse_clear_text_login
 
 STRONG_SECRET_CHARS = 32
 DNS_LIFETIME = 2.0  # seconds for one lookup, retries included
@@ -215,6 +216,12 @@ def check_smtp(context: _Context) -> str:
     s = config.smtp
     where = f"{s.host}:{s.port}"
     password = ""
+    try:
+        refuse_clear_text_login(config)
+    except ConfigError as exc:
+        raise _Fail(
+            str(exc), 'set [smtp] security = "starttls" (port 587) or "ssl" (465)'
+        ) from None
     if s.username:
         try:
             password = config.secret("smtp", "password_env")

@@ -1,10 +1,13 @@
 """Checks on a composed issue before it is sent: errors stop a send, warnings are shown."""
 
+import re
 from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from digest_mailer.composer import UNSUBSCRIBE_PLACEHOLDER, ComposedIssue
+from digest_mailer.config import Config
+from digest_mailer.message import one_click_allowed
 
 GMAIL_CLIP_BYTES = 102_000
 WARN_BYTES = 90_000
@@ -21,9 +24,27 @@ class Finding:
         return asdict(self)
 
 
+# URLs that run code or carry content of their own: never in an issue (mail clients
+# block some; a web archive of the issue would not)
+DANGEROUS_SCHEMES = ("javascript:", "vbscript:", "data:")
+_URL_IN_TEXT = re.compile(r"(?<![a-z0-9+.-])(?:javascript|vbscript):|data:[a-z]+/[a-z0-9.+-]+[;,]")
+_CSS_URL = re.compile(r"url\(\s*['\"]?([^'\")]{0,200})")
+
+
+def dangerous_url(value: str | None) -> bool:
+    """Whether an attribute value is a javascript:, vbscript: or data: URL, however it is
+    written (browsers drop whitespace and control characters inside a scheme; a draft's
+    spaces reach the HTML percent-encoded)."""
+    if not value:
+        return False
+    squeezed = "".join(c for c in unquote(value[:200])[:64] if c > " ").lower()
+    return squeezed.startswith(DANGEROUS_SCHEMES)
+
+
 class _Collector(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
+        self.dangerous: list[str] = []
         self.links: list[tuple[str | None, str]] = []
         self.images: list[tuple[str | None, str | None]] = []
         self.scripts = 0
@@ -33,6 +54,10 @@ class _Collector(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
+        for name, value in attrs:
+            values = _CSS_URL.findall(value or "") if name == "style" else [value]
+            if any(dangerous_url(v) for v in values):
+                self.dangerous.append(f"<{tag} {name}={(value or '')[:60]!r}>")
         if tag == "a":
             self._href, self._text = a.get("href"), []
         elif tag == "img":
@@ -134,6 +159,10 @@ def lint(composed: ComposedIssue) -> list[Finding]:
             warning("image-src", f"image {src!r} has a relative address; use a full https:// URL")
     if collector.scripts:
         error("script", "the HTML contains <script>, which mail clients block")
+    for where in collector.dangerous[:5]:
+        error("dangerous-url", f"a javascript:, vbscript: or data: URL in {where}")
+    if match := _URL_IN_TEXT.search(composed.text.lower()):
+        error("dangerous-url", f"a {match.group(0).rstrip(';,')} URL in the text part")
     if collector.stylesheets:
         warning("external-css", "the HTML links an external stylesheet, which clients ignore")
     subject_length = len(composed.subject)
@@ -146,6 +175,22 @@ def lint(composed: ComposedIssue) -> list[Finding]:
         )
     if not composed.preheader:
         warning("no-preheader", "no preheader: add `preheader:` to the front matter")
+    return findings
+
+
+def lint_config(config: Config) -> list[Finding]:
+    """What the configuration does to every issue."""
+    findings = []
+    url = config.newsletter.public_url
+    if url and not one_click_allowed(url):
+        findings.append(
+            Finding(
+                "warning",
+                "one-click-needs-https",
+                f"[newsletter] public_url is {url}: RFC 8058 one-click unsubscribe needs "
+                "https, so mail goes out without List-Unsubscribe-Post",
+            )
+        )
     return findings
 
 

@@ -14,14 +14,16 @@ import hashlib
 import html
 import secrets
 from dataclasses import dataclass
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
+from urllib.parse import urlsplit
 
-from digest_mailer.addresses import UnencodableAddress, wire_address
+from digest_mailer.addresses import UnencodableAddress, display_name, wire_address
 from digest_mailer.composer import UNSUBSCRIBE_PLACEHOLDER, ComposedIssue, one_line
-from digest_mailer.config import Config
+from digest_mailer.config import Config, is_loopback
 from digest_mailer.signing import DkimSigner
 
 _TO = "x-dm-to-placeholder@placeholder.invalid"
@@ -57,15 +59,38 @@ def format_recipient(address: str, name: str = "") -> str:
     a non-ASCII local part stays UTF-8 (RFC 6532: such a message may only go out with
     SMTPUTF8, which the transport checks); a non-ASCII display name is RFC 2047 encoded.
     Raises :class:`~digest_mailer.addresses.UnencodableAddress` (an ``InputError``) for a
-    domain that is not valid IDNA. An ASCII address costs one ``isascii()``."""
+    domain that is not valid IDNA. An ASCII address costs one ``isascii()``.
+
+    The name is cut to :data:`MAX_NAME` characters and an encoded name is folded into
+    encoded words of at most 75 characters, so no line of the header passes RFC 5322's
+    998 octets (servers answer "500 Line too long")."""
+    name = display_name(name)
     if address.isascii():
-        return formataddr((one_line(name), address), charset="utf-8")
-    wire = wire_address(address)  # cached
-    if not wire.utf8:
-        return formataddr((one_line(name), wire.text), charset="utf-8")
+        wire_text, utf8 = address, False
+    else:
+        wire = wire_address(address)  # cached
+        wire_text, utf8 = wire.text, wire.utf8
+    if name and not name.isascii():
+        # one encoded word when the line allows it (some parsers keep the space between
+        # encoded words, although RFC 2047 says to drop it); folded words otherwise
+        encoded = Header(name, "utf-8", header_name="To").encode(maxlinelen=900)
+        if "\n" in encoded or len(encoded) + len(wire_text) > 980:
+            encoded = Header(name, "utf-8", header_name="To").encode(maxlinelen=76, linesep="\r\n")
+        return f"{encoded} <{wire_text}>"
+    if not utf8:
+        return formataddr((name, wire_text))
     # formataddr insists on an ASCII address: format around a stand-in, then put it back
-    head, _, tail = formataddr((one_line(name), _STAND_IN), charset="utf-8").rpartition(_STAND_IN)
-    return f"{head}{wire.text}{tail}"
+    head, _, tail = formataddr((name, _STAND_IN)).rpartition(_STAND_IN)
+    return f"{head}{wire_text}{tail}"
+
+
+def one_click_allowed(public_url: str) -> bool:
+    """RFC 8058 one-click (List-Unsubscribe-Post) only with an https link, or an http one
+    to this machine for trials."""
+    parts = urlsplit(public_url)
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and is_loopback(parts.hostname or "")
 
 
 def list_unsubscribe(unsubscribe_url: str, request_address: str) -> str:
@@ -129,7 +154,7 @@ class MessageTemplate:
         self.config = config
         self.signer = signer
         self.domain = domain_of(nl.from_address)
-        self.has_one_click = bool(nl.public_url)
+        self.has_one_click = bool(nl.public_url) and one_click_allowed(nl.public_url)
         msg = EmailMessage(policy=SMTP)
         from_address = nl.from_address
         if not from_address.isascii():  # the domain as A-labels, as in the envelope

@@ -4,6 +4,7 @@ The schema itself is created and changed only by the Alembic migrations in
 ``digest_mailer/migrations``; a test checks that the two agree.
 """
 
+import secrets
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -71,8 +72,15 @@ list_members = Table(
 )
 
 
+def new_link_salt() -> str:
+    """The random value a new subscriber's links sign (see ``tokens.make_token``)."""
+    return secrets.token_hex(8)
+
+
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    # ids are never reused (SQLite would reuse the highest after a purge)
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320))
@@ -89,6 +97,11 @@ class Subscriber(Base):
     # reset after [bounces] bounce_reset_days without a bounce
     bounce_score: Mapped[float] = mapped_column(Float, server_default="0")
     last_bounce_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # a JSON object: the extra columns of imported CSV files (header -> cell text)
+    attributes: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    # the random value its unsubscribe links sign: a purged person's link matches nobody
+    # ("" for subscribers older than links bound this way: their links keep working)
+    link_salt: Mapped[str] = mapped_column(String(32), default=new_link_salt, server_default="")
 
     lists: Mapped[list["MailingList"]] = relationship(
         secondary=list_members, back_populates="members", order_by="MailingList.name"

@@ -101,12 +101,15 @@ def envelope_sender(
     return verp_address(secret, bounce, delivery_id)
 
 
-def unsubscribe_url(config: Config, secret: bytes, subscriber_id: int | None) -> str | None:
-    """The signed one-click link for a subscriber, or None (mailto only)."""
+def unsubscribe_url(
+    config: Config, secret: bytes, subscriber_id: int | None, salt: str = ""
+) -> str | None:
+    """The signed one-click link for a subscriber (bound to its ``link_salt``), or None
+    (mailto only)."""
     base = config.newsletter.public_url.rstrip("/")
     if not base or subscriber_id is None:
         return None
-    return f"{base}/u/{make_token(secret, 'unsubscribe', subscriber_id)}"
+    return f"{base}/u/{make_token(secret, 'unsubscribe', subscriber_id, salt)}"
 
 
 def get_issue(session: Session, issue_id: str) -> Issue:
@@ -447,19 +450,20 @@ class TestResult:
 
 def test_recipients(
     session: Session, config: Config, to: Iterable[str] = ()
-) -> list[tuple[str, str, int | None]]:
-    """(address, name, subscriber id) for a test send: given addresses, else the seed list."""
+) -> list[tuple[str, str, int | None, str]]:
+    """(address, name, subscriber id, link salt) for a test send: given addresses, else the
+    seed list."""
     given = list(to)
     if given:
         allow = config.subscribers.allow_test_domains
         out = []
         for address in given:
             normalized = normalize_address(address, allow_test_domains=allow)
-            out.append((normalized, "", None))
+            out.append((normalized, "", None, ""))
         return out
     seed = get_list(session, config.seed.list)
     rows = session.execute(
-        select(Subscriber.email, Subscriber.name, Subscriber.id)
+        select(Subscriber.email, Subscriber.name, Subscriber.id, Subscriber.link_salt)
         .join(list_members, list_members.c.subscriber_id == Subscriber.id)
         .where(list_members.c.list_id == seed.id, Subscriber.status == "active")
         .order_by(Subscriber.email_key)
@@ -469,7 +473,7 @@ def test_recipients(
             f"the seed list {seed.name!r} has no active members: add some with "
             f"`digest-mailer subscribers add ADDRESS --list {seed.name}` or use --to ADDRESS"
         )
-    return [(r.email, r.name, r.id) for r in rows]
+    return [(r.email, r.name, r.id, r.link_salt) for r in rows]
 
 
 def test_send(
@@ -489,9 +493,9 @@ def test_send(
         composed, config, subject_prefix="[TEST] ", signer=DkimSigner.from_config(config)
     )
     messages: list[tuple[str, str, bytes | Outcome]] = []
-    for address, name, subscriber_id in recipients:
+    for address, name, subscriber_id, salt in recipients:
         message_id = make_message_id(template.domain, "test", composed.issue_id)
-        url = template.unsubscribe_target(unsubscribe_url(config, secret, subscriber_id))
+        url = template.unsubscribe_target(unsubscribe_url(config, secret, subscriber_id, salt))
         try:
             data: bytes | Outcome = template.render(address, name, message_id, url)
         except UnencodableAddress as exc:  # that address fails alone
@@ -564,7 +568,7 @@ def dry_run(
         Delivery.subscriber_id.is_not(None),
     )
     rows = session.execute(
-        select(Subscriber.id, Subscriber.email, Subscriber.name)
+        select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.link_salt)
         .where(Subscriber.status == "active", Subscriber.id.not_in(sent_already))
         .order_by(Subscriber.id)
         .execution_options(yield_per=CANDIDATE_BATCH)
@@ -574,7 +578,9 @@ def dry_run(
         count = 0
         for row in rows:
             message_id = make_message_id(template.domain, composed.issue_id, "dry", row.id)
-            url = template.unsubscribe_target(unsubscribe_url(config, secret, row.id))
+            url = template.unsubscribe_target(
+                unsubscribe_url(config, secret, row.id, row.link_salt)
+            )
             try:
                 data = template.render(row.email, row.name, message_id, url)
             except UnencodableAddress:
@@ -596,6 +602,7 @@ class _Job:
     subscriber_id: int | None
     address: str
     name: str
+    salt: str = ""  # the subscriber's link_salt
     message_id: str = ""
     claimed: "asyncio.Future[bool] | None" = None
     data: "asyncio.Future[bytes] | None" = None  # the message, rendered (and signed) ahead
@@ -717,13 +724,21 @@ class _SendLoop:
         if len(rows) < CANDIDATE_BATCH:
             self.exhausted = True
         for row in rows:
-            self.candidates.append(_Job(row.id, row.subscriber_id, row.address, row.name or ""))
+            self.candidates.append(
+                _Job(row.id, row.subscriber_id, row.address, row.name or "", row.link_salt or "")
+            )
             self.last_id = row.id
 
     def _candidate_rows(self) -> Sequence[Row[Any]]:
         assert self.conn is not None
         return self.conn.execute(
-            select(Delivery.id, Delivery.subscriber_id, Delivery.address, Subscriber.name)
+            select(
+                Delivery.id,
+                Delivery.subscriber_id,
+                Delivery.address,
+                Subscriber.name,
+                Subscriber.link_salt,
+            )
             .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .where(
                 Delivery.issue_id == self.issue_id,
@@ -774,7 +789,7 @@ class _SendLoop:
                 job.refusal = unsendable(exc)
                 return
         url = self.template.unsubscribe_target(
-            unsubscribe_url(self.config, self.secret, job.subscriber_id)
+            unsubscribe_url(self.config, self.secret, job.subscriber_id, job.salt)
         )
         args = (job.address, job.name, job.message_id, url)
         loop = asyncio.get_running_loop()

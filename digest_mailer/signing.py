@@ -18,7 +18,6 @@ import base64
 import hashlib
 import os
 import re
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,9 +189,10 @@ def load_private_key(path: Path) -> rsa.RSAPrivateKey:
         pem = path.read_bytes()
     except OSError as exc:
         raise SigningError(f"DKIM private key {path} cannot be read: {exc.strerror}") from None
-    if info.st_mode & (stat.S_IROTH | stat.S_IWOTH):
+    if info.st_mode & 0o077:
+        who = "every user on this machine" if info.st_mode & 0o007 else "its group"
         raise SigningError(
-            f"DKIM private key {path} is readable by every user on this machine: "
+            f"DKIM private key {path} is open to {who} (mode {info.st_mode & 0o777:o}): "
             f"run `chmod 600 {path}`"
         )
     try:

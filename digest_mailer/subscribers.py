@@ -1,22 +1,34 @@
 """The subscriber store: add, remove, erase, list, import and export subscribers.
 
-Every change of status, name or list membership writes an :class:`Event`; nothing is
-silently overwritten. Functions take the session first and never commit: the caller owns
-the transaction, so an import that fails part-way leaves the store as it was.
+Every change of status, name, attributes or list membership writes an :class:`Event`;
+nothing is silently overwritten. Functions take the session first and never commit: the
+caller owns the transaction, so an import that fails part-way leaves the store as it was.
+Reading and writing CSV files is :mod:`digest_mailer.csvio`.
 """
 
-import csv
-import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from pathlib import Path
+from typing import TextIO
 
-from email_validator import EmailNotValidError
 from sqlalchemy import String, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from digest_mailer.addresses import _validate, address_key, normalize_address
+from digest_mailer.addresses import address_key, display_name, normalize_address
+from digest_mailer.csvio import (
+    EXPORT_FIELDS,
+    Entry,
+    Invalid,
+    Note,
+    decode_file,
+    dump_attributes,
+    load_attributes,
+    merge_attributes,
+    read_csv,
+    sniff_delimiter,
+    write_csv,
+    write_private_file,
+)
 from digest_mailer.db import insert_many
 from digest_mailer.errors import InputError, NotFoundError
 from digest_mailer.models import (
@@ -29,8 +41,15 @@ from digest_mailer.models import (
     Subscriber,
     UTCDateTime,
     list_members,
+    new_link_salt,
     utcnow,
 )
+from digest_mailer.typos import address_typo
+
+__all__ = [  # what callers used from here before the CSV part moved to csvio
+    "EXPORT_FIELDS", "Entry", "Invalid", "Note", "address_key", "decode_file",
+    "normalize_address", "read_csv", "sniff_delimiter",
+]  # fmt: skip
 
 INACTIVE_STATUSES = ("unsubscribed", "bounced", "complained")
 CHUNK = 2000
@@ -39,14 +58,15 @@ CHUNK = 2000
 # --------------------------------------------------------------------------- lists
 
 
-def get_list(session: Session, name: str) -> MailingList:
+def get_list(session: Session, name: str, *, suggest_create: bool = True) -> MailingList:
+    """The list named ``name``, or :class:`NotFoundError` naming the lists there are (and,
+    with ``suggest_create``, how to create it: not when the list is to be deleted)."""
     found = session.scalars(select(MailingList).where(MailingList.name == name)).first()
     if found is None:
         known = session.scalars(select(MailingList.name).order_by(MailingList.name)).all()
         hint = f" (lists: {', '.join(known)})" if known else " (there are no lists yet)"
-        raise NotFoundError(
-            f"no list named {name!r}{hint}; create it with `digest-mailer lists create {name}`"
-        )
+        create = f"; create it with `digest-mailer lists create {name}`" if suggest_create else ""
+        raise NotFoundError(f"no list named {name!r}{hint}{create}")
     return found
 
 
@@ -82,7 +102,7 @@ def list_counts(session: Session) -> list[tuple[MailingList, int, int]]:
 
 def delete_list(session: Session, name: str) -> int:
     """Delete a list (its members stay subscribers); returns how many members it had."""
-    mailing_list = get_list(session, name)
+    mailing_list = get_list(session, name, suggest_create=False)
     members = len(mailing_list.members)
     session.delete(mailing_list)
     session.flush()
@@ -211,7 +231,7 @@ def list_subscribers(
     if status:
         query = query.where(Subscriber.status == status)
     if list_name:
-        mailing_list = get_list(session, list_name)
+        mailing_list = get_list(session, list_name, suggest_create=False)
         query = query.join(list_members, list_members.c.subscriber_id == Subscriber.id).where(
             list_members.c.list_id == mailing_list.id
         )
@@ -232,26 +252,11 @@ def subscriber_dict(subscriber: Subscriber) -> dict[str, object]:
         "updated_at": iso(subscriber.updated_at),
         "unsubscribed_at": iso(subscriber.unsubscribed_at),
         "unsubscribe_reason": subscriber.unsubscribe_reason,
+        "attributes": load_attributes(subscriber.attributes),
     }
 
 
 # --------------------------------------------------------------------------- add and import
-
-
-@dataclass
-class Entry:
-    """One address to add, as read from the command line or a file row."""
-
-    email: str
-    name: str = ""
-    row: int = 0
-
-
-@dataclass
-class Invalid:
-    row: int
-    value: str
-    reason: str
 
 
 @dataclass
@@ -263,6 +268,9 @@ class ImportReport:
     duplicates: int = 0
     invalid: list[Invalid] = field(default_factory=list)
     skipped_addresses: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)  # warnings about rows taken anyway
+    rows: int | None = None  # data rows read from a file (None: no file)
+    size: int | None = None  # bytes read from a file
 
     def summary(self) -> dict[str, int]:
         return {
@@ -285,15 +293,19 @@ def add_subscribers(
     allow_test_domains: bool = False,
     actor: str = "cli",
 ) -> ImportReport:
-    """Staff add addresses: active at once. Any invalid address refuses the whole call."""
+    """Staff add addresses: active at once. Any invalid address refuses the whole call;
+    an address whose domain looks like a typo (``gmail.con``) is added with a note."""
     addresses = list(addresses)
     if name and len(addresses) > 1:
         raise InputError("--name names one person: give it with a single address")
     entries = [
-        Entry(normalize_address(address, allow_test_domains=allow_test_domains), name)
+        Entry(normalize_address(address, allow_test_domains=allow_test_domains), display_name(name))
         for address in addresses
     ]
     report = ImportReport()
+    for entry in entries:
+        if typo := address_typo(entry.email):
+            report.notes.append(Note(0, f"{typo.describe()}; added as written"))
     merged = _merge_entries(entries, report)
     mailing_list = get_list(session, list_name) if list_name else None
     _upsert(
@@ -310,7 +322,7 @@ def add_subscribers(
 
 
 def _merge_entries(entries: Iterable[Entry], report: ImportReport) -> list[Entry]:
-    """One entry per mailbox; a later row's name fills an empty one."""
+    """One entry per mailbox; a later row's name and attributes fill those missing."""
     merged: dict[str, Entry] = {}
     for entry in entries:
         key = address_key(entry.email)
@@ -321,6 +333,8 @@ def _merge_entries(entries: Iterable[Entry], report: ImportReport) -> list[Entry
             report.duplicates += 1
             if not first.name and entry.name:
                 first.name = entry.name
+            for attribute, value in entry.attributes.items():
+                first.attributes.setdefault(attribute, value)
     return list(merged.values())
 
 
@@ -346,22 +360,21 @@ def _insert_new(
     set-based statements keep the per-row cost close to the insert itself.
     """
     keys = [address_key(e.email) for e in fresh]
-    insert_many(
-        session,
-        Subscriber.__table__,
-        [
-            {
-                "email": e.email,
-                "email_key": key,
-                "name": e.name,
-                "status": "active",
-                "source": source,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for e, key in zip(fresh, keys, strict=True)
-        ],
-    )
+    rows: list[dict[str, object]] = [
+        {
+            "email": e.email,
+            "email_key": key,
+            "name": e.name,
+            "status": "active",
+            "source": source,
+            "attributes": dump_attributes(e.attributes),
+            "link_salt": new_link_salt(),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for e, key in zip(fresh, keys, strict=True)
+    ]
+    insert_many(session, Subscriber.__table__, rows)
     new_ids = Subscriber.email_key.in_(keys)
     at = literal(now, UTCDateTime())
     event_columns = ["subscriber_id", "kind", "actor", "detail", "new_status", "created_at"]
@@ -400,6 +413,27 @@ def _insert_new(
         )
 
 
+def _merged_attributes(
+    stored: str, entry: Entry, report: ImportReport
+) -> tuple[dict[str, str], str] | None:
+    """The stored attributes updated with the entry's (new values win) and the event's
+    words, or None when nothing changes."""
+    old = load_attributes(stored)
+    merged, left_out = merge_attributes(old, entry.attributes)
+    if left_out:
+        report.notes.append(
+            Note(entry.row, f"{entry.email} has {len(merged)} attributes, the most kept: "
+                 f"{', '.join(repr(n) for n in left_out)} not kept")
+        )  # fmt: skip
+    changed = [n for n, v in merged.items() if old.get(n) != v]
+    if not changed:
+        return None
+    shown = ", ".join(changed[:10]) + (
+        f" and {len(changed) - 10} more" if len(changed) > 10 else ""
+    )
+    return merged, f"attributes set: {shown}"
+
+
 def _upsert(
     session: Session,
     entries: Sequence[Entry],
@@ -420,7 +454,11 @@ def _upsert(
             row.email_key: row
             for row in session.execute(
                 select(
-                    Subscriber.id, Subscriber.email_key, Subscriber.status, Subscriber.name
+                    Subscriber.id,
+                    Subscriber.email_key,
+                    Subscriber.status,
+                    Subscriber.name,
+                    Subscriber.attributes,
                 ).where(Subscriber.email_key.in_(by_key))
             )
         }
@@ -491,6 +529,11 @@ def _upsert(
             if entry.name and entry.name != row.name:
                 change["name"] = entry.name
                 event(row.id, "name", f"name {row.name!r} -> {entry.name!r} ({source})")
+            if entry.attributes:
+                attributes = _merged_attributes(row.attributes, entry, report)
+                if attributes is not None:
+                    change["attributes"] = dump_attributes(attributes[0])
+                    event(row.id, "attributes", f"{attributes[1]} ({source})")
             if mailing_list is not None and row.id not in members:
                 new_members.append(row.id)
                 event(row.id, "list", list_detail)
@@ -519,135 +562,6 @@ def _upsert(
 # --------------------------------------------------------------------------- CSV
 
 
-EMAIL_HEADERS = {"email", "emailaddress", "mail", "emails", "mailaddress", "address", "courriel"}
-NAME_HEADERS = {"name", "fullname", "displayname", "contactname", "subscribername"}
-FIRST_HEADERS = {"firstname", "givenname", "first", "forename"}
-LAST_HEADERS = {"lastname", "surname", "familyname", "last"}
-DELIMITERS = (",", ";", "\t", "|")
-
-
-def _header_key(cell: str) -> str:
-    return "".join(ch for ch in cell.casefold() if ch.isalnum())
-
-
-def decode_file(path: Path, encoding: str | None = None) -> str:
-    """The text of a CSV file: UTF-8 with or without BOM, UTF-16 with BOM, or ``encoding``."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if encoding is None:
-        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-            encoding = "utf-16"
-        else:
-            encoding = "utf-8-sig"
-    try:
-        text = data.decode(encoding)
-    except LookupError:
-        raise InputError(f"unknown encoding {encoding!r}") from None
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise InputError(
-            f"{path} is not valid {exc.encoding} text (line {line}, byte 0x{data[exc.start]:02x});"
-            " if it was saved by a Windows spreadsheet, try --encoding cp1252"
-        ) from None
-    if "\x00" in text:
-        raise InputError(f"{path} looks like a binary file, not CSV text")
-    return text
-
-
-def sniff_delimiter(text: str) -> str:
-    """The delimiter that splits the first lines into the same, largest number of fields."""
-    lines = [line for line in text.splitlines()[:50] if line.strip()][:20]
-    best, best_fields = ",", 1
-    for delimiter in DELIMITERS:
-        try:
-            counts = {len(r) for r in csv.reader(lines, delimiter=delimiter) if any(r)}
-        except csv.Error:
-            continue
-        if len(counts) == 1 and (fields := counts.pop()) > best_fields:
-            best, best_fields = delimiter, fields
-    return best
-
-
-@dataclass
-class _Columns:
-    email: int
-    name: int | None = None
-    first: int | None = None
-    last: int | None = None
-    header: bool = True
-
-    def name_of(self, cells: list[str]) -> str:
-        def cell(i: int | None) -> str:
-            return cells[i].strip() if i is not None and i < len(cells) else ""
-
-        if self.name is not None and cell(self.name):
-            return cell(self.name)
-        return " ".join(p for p in (cell(self.first), cell(self.last)) if p)
-
-
-def _find_columns(first_row: list[str], path: Path) -> _Columns:
-    keys = [_header_key(c) for c in first_row]
-
-    def find(names: set[str]) -> int | None:
-        return next((i for i, k in enumerate(keys) if k in names), None)
-
-    email = find(EMAIL_HEADERS)
-    if email is None:
-        email = next((i for i, k in enumerate(keys) if k.startswith("email")), None)
-    if email is not None:
-        return _Columns(email, find(NAME_HEADERS), find(FIRST_HEADERS), find(LAST_HEADERS))
-    with_at = [i for i, cell in enumerate(first_row) if "@" in cell]
-    if with_at:  # no header row: the column holding addresses, the next non-empty is the name
-        others = [i for i, cell in enumerate(first_row) if i != with_at[0] and cell.strip()]
-        return _Columns(with_at[0], others[0] if others else None, header=False)
-    shown = ", ".join(repr(c) for c in first_row) or "nothing"
-    raise InputError(
-        f"{path} has no email column: expected a header such as 'email', 'e-mail' or "
-        f"'Email Address' (first row has {shown}); nothing was imported"
-    )
-
-
-def read_csv(
-    path: Path, *, allow_test_domains: bool = False, encoding: str | None = None
-) -> tuple[list[Entry], list[Invalid]]:
-    """Parse a spreadsheet export: (valid entries, invalid rows with reasons)."""
-    text = decode_file(path, encoding)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text))
-    entries: list[Entry] = []
-    invalid: list[Invalid] = []
-    columns: _Columns | None = None
-    try:
-        for cells in reader:
-            if not any(c.strip() for c in cells):
-                continue
-            if columns is None:
-                columns = _find_columns(cells, path)
-                if columns.header:
-                    continue
-            row = reader.line_num
-            raw = cells[columns.email].strip() if columns.email < len(cells) else ""
-            name = columns.name_of(cells)
-            if "<" in raw:  # "Ana Lima <ana@corp.test>" pasted into the email cell
-                display, raw = parseaddr(raw)
-                name = name or display
-            if not raw:
-                invalid.append(Invalid(row, "", "no email address in this row"))
-                continue
-            try:
-                email = _validate(raw, allow_test_domains)
-            except EmailNotValidError as exc:
-                invalid.append(Invalid(row, raw, str(exc)))
-                continue
-            entries.append(Entry(email, name[:200], row))
-    except csv.Error as exc:
-        raise InputError(f"{path} line {reader.line_num}: not readable as CSV: {exc}") from None
-    if columns is None:
-        raise InputError(f"{path} is empty: no rows to import")
-    return entries, invalid
-
-
 def import_csv(
     session: Session,
     path: Path,
@@ -658,11 +572,15 @@ def import_csv(
     encoding: str | None = None,
     actor: str = "import",
 ) -> ImportReport:
-    """Import a CSV file in one transaction (the caller's); see :func:`read_csv`."""
+    """Import a CSV file (see :func:`digest_mailer.csvio.read_csv`): rows that cannot be
+    used are left out and reported, every other row is written, in the caller's
+    transaction. A file that cannot be read at all raises :class:`InputError`."""
     mailing_list = get_list(session, list_name) if list_name else None
-    entries, invalid = read_csv(path, allow_test_domains=allow_test_domains, encoding=encoding)
-    report = ImportReport(invalid=invalid)
-    merged = _merge_entries(entries, report)
+    parsed = read_csv(path, allow_test_domains=allow_test_domains, encoding=encoding)
+    report = ImportReport(
+        invalid=parsed.invalid, notes=parsed.notes, rows=parsed.rows, size=parsed.size
+    )
+    merged = _merge_entries(parsed.entries, report)
     _upsert(
         session,
         merged,
@@ -673,26 +591,31 @@ def import_csv(
         actor=actor,
         origin=f"imported from {path.name}",
     )
+    report.notes.sort(key=lambda note: (note.row == 0, note.row))  # the file's summary last
     return report
-
-
-EXPORT_FIELDS = ("email", "name", "status", "lists", "source", "created_at", "unsubscribed_at")
 
 
 def export_csv(
     session: Session,
-    out: io.TextIOBase,
+    out: TextIO,
     *,
     status: str | None = None,
     list_name: str | None = None,
 ) -> int:
-    """Write subscribers as CSV (header row, UTF-8) to ``out``; returns the row count."""
-    writer = csv.writer(out)
-    writer.writerow(EXPORT_FIELDS)
-    count = 0
-    for subscriber in list_subscribers(session, status=status, list_name=list_name):
-        data = subscriber_dict(subscriber)
-        data["lists"] = ";".join(data["lists"])  # type: ignore[arg-type]
-        writer.writerow(["" if data[f] is None else data[f] for f in EXPORT_FIELDS])
-        count += 1
-    return count
+    """Write subscribers as CSV (header row, then one row each) to ``out``: the standard
+    columns, then their attributes; returns the row count."""
+    rows = list_subscribers(session, status=status, list_name=list_name)
+    return write_csv(out, (subscriber_dict(s) for s in rows))
+
+
+def export_csv_file(
+    session: Session,
+    path: Path,
+    *,
+    status: str | None = None,
+    list_name: str | None = None,
+) -> int:
+    """:func:`export_csv` to a file readable by its owner only, whole or not at all."""
+    return write_private_file(
+        path, lambda out: export_csv(session, out, status=status, list_name=list_name)
+    )

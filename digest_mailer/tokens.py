@@ -2,7 +2,12 @@
 
 A token names what it is for (``unsubscribe``, ``confirm``, …) and the id it acts on; it
 cannot be altered, moved to another subscriber or reused for another purpose without the
-secret. Verification is constant-time.
+secret. Verification is constant-time, and a token has one canonical form: the id in base
+36 without leading zeros, the signature, nothing before or after.
+
+The secret's environment variable may hold several secrets separated by whitespace, for
+rotation: the first signs, every one verifies. Each must be at least 32 characters with
+some variety (no single repeated character or short repeated pattern).
 """
 
 import base64
@@ -14,41 +19,85 @@ from digest_mailer.config import Config
 from digest_mailer.errors import ConfigError
 
 SIGNATURE_CHARS = 24  # 144 bits of the HMAC, base64url
-TOKEN_RE = re.compile(rf"^([0-9a-z]{{1,13}})-([A-Za-z0-9_-]{{{SIGNATURE_CHARS}}})$")
-MIN_SECRET_BYTES = 16
+# the id: base 36, no leading zero, below 2**63 (every database's integer)
+_ID = r"(0|[1-9a-z][0-9a-z]{0,12})"
+TOKEN_RE = re.compile(rf"{_ID}-([A-Za-z0-9_-]{{{SIGNATURE_CHARS}}})")
+MAX_ID = 2**63 - 1
+MIN_SECRET_CHARS = 32
+
+
+def weak_secret(secret: str) -> str | None:
+    """Why ``secret`` is too weak to sign links, or None."""
+    if len(secret) < MIN_SECRET_CHARS:
+        return f"it has {len(secret)} characters, fewer than {MIN_SECRET_CHARS}"
+    for period in range(1, 9):
+        if all(secret[i] == secret[i % period] for i in range(len(secret))):
+            return f"it repeats a pattern of {period} character(s)"
+    if len(set(secret)) < 8:
+        return f"it uses only {len(set(secret))} different characters"
+    return None
 
 
 def signing_secret(config: Config) -> bytes:
-    """The secret from the environment variable named by ``[newsletter] secret_env``."""
-    secret = config.secret("newsletter", "secret_env")
-    if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise ConfigError(
-            f"the secret in {config.newsletter.secret_env} is too short: use at least "
-            f"{MIN_SECRET_BYTES} random characters (e.g. `openssl rand -hex 32`)"
-        )
-    return secret.encode()
+    """The secrets from the environment variable named by ``[newsletter] secret_env``,
+    separated by whitespace: the first signs, all verify (see :func:`signing_keys`)."""
+    values = config.secret("newsletter", "secret_env").split()
+    for n, secret in enumerate(values, 1):
+        reason = weak_secret(secret)
+        if reason:
+            which = f"secret {n} of {len(values)}" if len(values) > 1 else "the secret"
+            raise ConfigError(
+                f"{which} in {config.newsletter.secret_env} is too weak ({reason}): use "
+                "random text such as the output of `openssl rand -hex 32`"
+            )
+    return " ".join(values).encode()
 
 
-def _signature(secret: bytes, purpose: str, number: int) -> str:
-    mac = hmac.new(secret, f"{purpose}\0{number}".encode(), hashlib.sha256).digest()
+def signing_keys(secret: bytes) -> list[bytes]:
+    """Every secret that verifies; the first is the one that signs."""
+    return secret.split() or [secret]
+
+
+def _signing_key(secret: bytes) -> bytes:
+    return signing_keys(secret)[0]
+
+
+def _signature(secret: bytes, purpose: str, number: int, salt: str) -> str:
+    # no salt: the form of the links signed before salts existed, still valid for them
+    text = f"{purpose}\0{number}\0{salt}" if salt else f"{purpose}\0{number}"
+    mac = hmac.new(secret, text.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).decode()[:SIGNATURE_CHARS]
 
 
-def make_token(secret: bytes, purpose: str, number: int) -> str:
-    """``<id in base 36>-<signature>``: short enough for a URL or an address local part."""
-    return f"{_base36(number)}-{_signature(secret, purpose, number)}"
+def make_token(secret: bytes, purpose: str, number: int, salt: str = "") -> str:
+    """``<id in base 36>-<signature>``: short enough for a URL or an address local part.
+
+    ``salt`` binds the token to one subscriber row (its ``link_salt``): once that person
+    is purged, the link matches nobody, even a later row with the same id."""
+    return f"{_base36(number)}-{_signature(_signing_key(secret), purpose, number, salt)}"
 
 
-def read_token(secret: bytes, purpose: str, token: str) -> int | None:
-    """The id a valid token names, or None for anything forged, altered or malformed."""
-    match = TOKEN_RE.match(token or "")
+def token_id(token: str) -> int | None:
+    """The id a token in canonical form names, before any check of its signature (to find
+    the row whose salt it must be checked with); None when it is malformed."""
+    match = TOKEN_RE.fullmatch(token or "")
     if match is None:
         return None
     number = int(match.group(1), 36)
-    expected = _signature(secret, purpose, number)
-    if not hmac.compare_digest(expected.encode(), match.group(2).encode()):
+    return number if number <= MAX_ID else None
+
+
+def read_token(secret: bytes, purpose: str, token: str, salt: str = "") -> int | None:
+    """The id a valid token names, or None for anything forged, altered, malformed, not
+    in its canonical form, or signed with another salt."""
+    number = token_id(token)
+    if number is None:
         return None
-    return number
+    given = token.partition("-")[2].encode()  # the signature may hold "-" itself
+    valid = False
+    for key in signing_keys(secret):  # every key is tried: the time does not tell which
+        valid |= hmac.compare_digest(_signature(key, purpose, number, salt).encode(), given)
+    return number if valid else None
 
 
 # VERP return paths: ``bounces+<id>-<hex>@domain``. Lower-case hex, because some mail
@@ -60,7 +109,8 @@ _VERP_TOKEN = rf"([0-9a-z]{{1,13}})-([0-9a-f]{{{VERP_SIGNATURE_CHARS}}})"
 def verp_address(secret: bytes, bounce_address: str, delivery_id: int) -> str:
     """The envelope sender that names one delivery: ``local+TOKEN@domain``."""
     local, _, domain = bounce_address.rpartition("@")
-    mac = hmac.new(secret, f"bounce\0{delivery_id}".encode(), hashlib.sha256).hexdigest()
+    key = _signing_key(secret)
+    mac = hmac.new(key, f"bounce\0{delivery_id}".encode(), hashlib.sha256).hexdigest()
     return f"{local}+{_base36(delivery_id)}-{mac[:VERP_SIGNATURE_CHARS]}@{domain}"
 
 
@@ -72,13 +122,16 @@ def verp_deliveries(secret: bytes, bounce_address: str, text: str) -> list[int]:
         return []
     pattern = re.compile(rf"{re.escape(local)}\+{_VERP_TOKEN}@{re.escape(domain)}", re.I)
     found: list[int] = []
+    keys = signing_keys(secret)
     for match in pattern.finditer(text):
         number = int(match.group(1).lower(), 36)
-        expected = hmac.new(secret, f"bounce\0{number}".encode(), hashlib.sha256).hexdigest()
         given = match.group(2).lower().encode()
-        if hmac.compare_digest(expected[:VERP_SIGNATURE_CHARS].encode(), given):
-            if number not in found:
-                found.append(number)
+        valid = False
+        for key in keys:
+            mac = hmac.new(key, f"bounce\0{number}".encode(), hashlib.sha256).hexdigest()
+            valid |= hmac.compare_digest(mac[:VERP_SIGNATURE_CHARS].encode(), given)
+        if valid and number <= MAX_ID and number not in found:
+            found.append(number)
     return found
 
 

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from digest_mailer.addresses import UnencodableAddress, wire_address
-from digest_mailer.config import Config
-from digest_mailer.errors import DigestMailerError
+from digest_mailer.config import Config, is_loopback
+from digest_mailer.errors import ConfigError, DigestMailerError
 
 T = TypeVar("T")
 MAX_LINE = 1 << 16
@@ -125,6 +125,18 @@ def classify(code: int, text: str, stage: str = "end") -> Outcome:
     return Outcome("failed", code, text, stage)
 
 
+def refuse_clear_text_login(config: Config) -> None:
+    """A password goes only over TLS, or to this machine: ``security = "none"`` with a
+    username is refused for any other host."""
+    smtp = config.smtp
+    if smtp.username and smtp.security == "none" and not is_loopback(smtp.host):
+        raise ConfigError(
+            f'{config.source}: [smtp] security = "none" with a username would send the '
+            f'password to {smtp.host} in clear text; use security = "starttls" or '
+            '"ssl" (a login without TLS is allowed to 127.0.0.1 or localhost only)'
+        )
+
+
 @dataclass(frozen=True)
 class SMTPSettings:
     host: str
@@ -139,6 +151,7 @@ class SMTPSettings:
     @classmethod
     def from_config(cls, config: Config) -> "SMTPSettings":
         smtp = config.smtp
+        refuse_clear_text_login(config)
         password = config.secret("smtp", "password_env") if smtp.username else ""
         return cls(
             host=smtp.host,

@@ -125,7 +125,13 @@ class WorkerLoop(_SendLoop):
             )
             rows = (
                 self.conn.execute(
-                    select(_D.c.id, _D.c.subscriber_id, _D.c.address, Subscriber.name)
+                    select(
+                        _D.c.id,
+                        _D.c.subscriber_id,
+                        _D.c.address,
+                        Subscriber.name,
+                        Subscriber.link_salt,
+                    )
                     .outerjoin(Subscriber, Subscriber.id == _D.c.subscriber_id)
                     .where(_D.c.id.in_(ids))
                     .order_by(_D.c.id)
@@ -147,7 +153,9 @@ class WorkerLoop(_SendLoop):
         self.exhausted = len(rows) < self.batch
         self.next_check = clock + CHECK_SECONDS
         for row in rows:
-            self.candidates.append(_Job(row.id, row.subscriber_id, row.address, row.name or ""))
+            self.candidates.append(
+                _Job(row.id, row.subscriber_id, row.address, row.name or "", row.link_salt or "")
+            )
 
     def _pending(self) -> bool:
         """Also while other workers hold rows: if one dies, its rows come back here."""

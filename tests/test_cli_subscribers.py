@@ -78,11 +78,105 @@ def test_export_and_purge(cli: Cli, tmp_path: Path) -> None:
     assert "wrote 2 subscriber(s)" in cli.ok("subscribers", "export", str(target)).stdout
     assert target.read_text("utf-8").splitlines()[0].startswith("email,name,status")
     assert not list(target.parent.glob(".*partial"))
+    assert target.stat().st_mode & 0o777 == 0o600
     assert cli("subscribers", "purge", "ana@corp.test", input="n\n").exit_code == 1
     cli.ok("subscribers", "purge", "ana@corp.test", "--yes")
     assert [r["email"] for r in out_json(cli.ok("subscribers", "list", "--json"))] == [
         "bo@corp.test"
     ]
+
+
+def test_import_reports_bad_rows_and_goes_on(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "members.csv"
+    head = b"email,name,Organisation\nana@corp.test,Ana,Transit Lab\nbo@corp.test,Bo,\n"
+    path.write_bytes(head + b"zoe@corp.test,Zo\xe9,\ncy@gmail.con,Cy,\nnope,X,\n")
+    result = cli.ok("subscribers", "import", str(path))
+    offset = len(head) + len(b"zoe@corp.test,Zo")
+    assert result.stderr.splitlines() == [
+        f"{path}: row 4 is not valid UTF-8 (byte 0xe9 at offset {offset}); "
+        "save the file as UTF-8 or pass --encoding cp1252",
+        "invalid row 6: 'nope': An email address must have an @-sign.",
+        "row 5: gmail.con looks like a typo for gmail.com (cy@gmail.con → cy@gmail.com?); "
+        "imported as written",
+    ]
+    assert result.stdout.strip() == (
+        f"read 5 row(s), {path.stat().st_size} bytes from {path}: 3 added, 0 updated, "
+        "0 unchanged, 0 skipped, 0 duplicates, 2 invalid"
+    )
+    data = out_json(cli.ok("subscribers", "import", str(path), "--encoding", "cp1252", "--json"))
+    assert data["read"] == {"rows": 5, "bytes": path.stat().st_size}
+    assert data["summary"]["added"] == 1 and data["summary"]["unchanged"] == 3
+    assert [w["row"] for w in data["warnings"]] == [5, 0]
+    zoe = out_json(cli.ok("subscribers", "show", "zoe@corp.test", "--json"))
+    assert zoe["name"] == "Zoé" and zoe["attributes"] == {}
+
+
+def test_attributes_show_and_round_trip(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("email;name;Organisation;Country\nana@corp.test;Ana;Transit Lab;PT\n", "utf-8")
+    cli.ok("subscribers", "import", str(path), "--list", "seed")
+    text = cli.ok("subscribers", "show", "ana@corp.test").stdout
+    assert "      attributes: Organisation: Transit Lab\n                  Country: PT\n" in text
+    rows = out_json(cli.ok("subscribers", "list", "--json"))
+    assert rows[0]["attributes"] == {"Organisation": "Transit Lab", "Country": "PT"}
+    cli.ok("subscribers", "add", "bo@corp.test")
+    assert "      attributes: -\n" in cli.ok("subscribers", "show", "bo@corp.test").stdout
+    before = out_json(cli.ok("subscribers", "list", "--json"))
+    target = tmp_path / "all.csv"
+    cli.ok("subscribers", "export", str(target))
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert target.read_text("utf-8").splitlines()[0].endswith(",Organisation,Country")
+    again = out_json(cli.ok("subscribers", "import", str(target), "--json"))
+    assert again["summary"]["unchanged"] == 2 and again["invalid"] == []
+    assert out_json(cli.ok("subscribers", "list", "--json")) == before
+
+
+def test_messages_say_what_happened(cli: Cli, tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "x.csv"
+    result = cli("subscribers", "export", str(missing))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: cannot write {missing}: No such file or directory"
+    result = cli("lists", "delete", "nope")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: no list named 'nope' (lists: seed)"
+    result = cli.ok("subscribers", "add", "ana@gmial.com")
+    assert result.stderr.strip() == (
+        "gmial.com looks like a typo for gmail.com (ana@gmial.com → ana@gmail.com?); "
+        "added as written"
+    )
+    assert "1 added" in result.stdout
+
+
+def test_test_domains_name_the_setting(tmp_path: Path, database_url: str) -> None:
+    config = tmp_path / "strict.toml"
+    config.write_text(f'[database]\nurl = "{database_url}"\n', "utf-8")
+    cli = Cli(config)
+    cli.ok("init")
+    result = cli("subscribers", "add", "ana@corp.test")
+    assert result.exit_code == 1
+    assert "[subscribers] allow_test_domains = true" in result.stderr
+    path = tmp_path / "in.csv"
+    path.write_text("email\nana@corp.test\nbo@example.org\n", "utf-8")
+    result = cli.ok("subscribers", "import", str(path))
+    assert "invalid row 2: 'ana@corp.test'" in result.stderr
+    assert "[subscribers] allow_test_domains = true" in result.stderr
+    assert "1 added" in result.stdout
+
+
+def test_help_is_true_and_has_examples(cli: Cli) -> None:
+    text = cli.ok("subscribers", "import", "--help").stdout
+    flat = " ".join(text.split())
+    assert "all of it or nothing" not in flat
+    assert "skipped and reported" in flat and "the rest is imported" in flat
+    assert "kept as attributes" in flat and "--encoding" in flat
+    for group, commands in {
+        "subscribers": ["add", "remove", "purge", "list", "show", "import", "export"],
+        "lists": ["create", "list", "delete"],
+    }.items():
+        for command in commands:
+            shown = cli.ok(group, command, "--help").stdout
+            assert f"Example: digest-mailer {group} {command}" in " ".join(shown.split()), command
+            assert "[/" not in shown and "[bold" not in shown
 
 
 def test_lists_commands(cli: Cli) -> None:
@@ -97,6 +191,7 @@ def test_lists_commands(cli: Cli) -> None:
 
 def test_uninitialised_and_bad_config(tmp_path: Path, database_url: str) -> None:
     cli = Cli(write_config(tmp_path / "c.toml", database_url))
+    (tmp_path / "store").mkdir(exist_ok=True)  # SQLite: the folder, but no database yet
     result = cli("subscribers", "list")
     assert result.exit_code == 3 and "run `digest-mailer init`" in result.stderr
     bad = tmp_path / "bad.toml"

@@ -569,7 +569,7 @@ def test_dkim_key_file_problems(setup: Setup) -> None:
     key_file.chmod(0o644)
     failures = setup.failures()
     assert list(failures) == ["dkim"]
-    assert "readable by every user" in failures["dkim"]
+    assert "open to every user on this machine" in failures["dkim"]
     assert "fix: set [dkim] selector, domain and private_key_file" in failures["dkim"]
 
 

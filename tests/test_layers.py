@@ -11,6 +11,9 @@ PURE = [
     "digest_mailer.inbox.lexicon",
     "digest_mailer.inbox.sources",
     "digest_mailer.bounces.reports",
+    "digest_mailer.csvio",
+    "digest_mailer.typos",
+    "digest_mailer.tokens",
 ]
 STORE = ["digest_mailer.db", "digest_mailer.models", "digest_mailer.subscribers", "sqlalchemy.orm"]
 

@@ -164,9 +164,10 @@ def test_status_and_log_read_at_80_columns(
 # --------------------------------------------------------------------------- the lease
 
 
+@pytest.mark.slow
 def test_a_second_send_is_refused_while_the_first_runs(tmp_path: Path, database_url: str) -> None:
     server = SMTPServer().start()
-    server.handler.delay = 0.05
+    server.handler.delay = 0.05  # 300 recipients: 15 s, while a second process starts
     try:
         config = write_config(
             tmp_path / "config.toml",
@@ -176,7 +177,7 @@ def test_a_second_send_is_refused_while_the_first_runs(tmp_path: Path, database_
         cli = Cli(config)
         cli.ok("init")
         people = tmp_path / "people.csv"
-        people.write_text("email\n" + "".join(f"p{i:03d}@corp.test\n" for i in range(60)))
+        people.write_text("email\n" + "".join(f"p{i:03d}@corp.test\n" for i in range(300)))
         cli.ok("subscribers", "import", str(people))
         issue = tmp_path / "vol-3.1.txt"
         shutil.copy(ISSUE, issue)
@@ -197,10 +198,10 @@ def test_a_second_send_is_refused_while_the_first_runs(tmp_path: Path, database_
             states = session.scalars(select(Delivery.state)).all()
             holder = session.scalars(select(SendWorker)).one()
         store.dispose()
-        assert sorted(set(states)) == ["sent"] and len(states) == 60
+        assert sorted(set(states)) == ["sent"] and len(states) == 300
         assert (holder.kind, holder.state, holder.pid) == ("single", "finished", first.pid)
         assert sorted(r.rcpt for r in server.handler.received) == sorted(
-            f"p{i:03d}@corp.test" for i in range(60)
+            f"p{i:03d}@corp.test" for i in range(300)
         )
     finally:
         server.stop()

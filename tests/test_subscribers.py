@@ -207,17 +207,105 @@ def test_import_without_email_column_writes_nothing(store: Store, tmp_path: Path
 
 def test_import_error_part_way_leaves_store_as_it_was(store: Store, tmp_path: Path) -> None:
     good = "".join(f"p{i}@corp.test,Person {i}\n" for i in range(5000))
-    path = tmp_path / "in.csv"
-    path.write_bytes(("email,name\n" + good).encode() + b"caf\xe9@corp.test,Latin-1\n")
-    with pytest.raises(InputError, match=r"not valid utf-8 text \(line 5002.*--encoding cp1252"):
+    # a quote left open in the last row: the cell grows past what csv reads
+    path = write(tmp_path / "in.csv", "email,name\n" + good + 'z@corp.test,"' + "z" * 140_000)
+    with pytest.raises(InputError, match=r"in.csv line 5002: not readable as CSV: field larger"):
         with store.Session.begin() as session:
             subs.import_csv(session, path, allow_test_domains=True)
     assert counts(store) == (0, 0)
+
+
+def test_a_row_that_is_not_utf8_is_reported_at_its_row_and_byte(
+    store: Store, tmp_path: Path
+) -> None:
+    head = b"email,name\nana@corp.test,Ana\nbo@corp.test,Bo\n"
+    bad = b"zoe@corp.test,Zo\xe9\n"  # Latin-1, in a UTF-8 file
+    path = tmp_path / "members.csv"
+    path.write_bytes(head + bad + b"cy@corp.test,Cy\xc3\xa9\n")
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, path, allow_test_domains=True)
+    offset = len(head) + bad.index(b"\xe9")
+    [invalid] = report.invalid
+    assert invalid.row == 4 and invalid.value == ""
+    assert invalid.message == (
+        f"{path}: row 4 is not valid UTF-8 (byte 0xe9 at offset {offset}); "
+        "save the file as UTF-8 or pass --encoding cp1252"
+    )
+    assert (report.added, report.rows, report.size) == (3, 4, path.stat().st_size)
+    with store.Session() as session:
+        assert subs.find_subscriber(session, "zoe@corp.test") is None
+        assert subs.get_subscriber(session, "cy@corp.test").name == "Cyé"
+    # the option names the encoding of that row; the UTF-8 rows stay UTF-8
     with store.Session.begin() as session:
         report = subs.import_csv(session, path, allow_test_domains=True, encoding="cp1252")
-    assert report.added == 5001
+    assert (report.added, report.unchanged, report.invalid) == (1, 3, [])
+    assert [n.message for n in report.notes] == ["1 row(s) not valid UTF-8 read as cp1252 (row 4)"]
     with store.Session() as session:
-        assert subs.get_subscriber(session, "café@corp.test").name == "Latin-1"
+        assert subs.get_subscriber(session, "zoe@corp.test").name == "Zoé"
+        assert subs.get_subscriber(session, "cy@corp.test").name == "Cyé"
+
+
+def test_offsets_count_the_bom_and_rows_count_multiline_cells(store: Store, tmp_path: Path) -> None:
+    # the old decoder reported the byte three places early after a BOM (0x52, not 0xe9)
+    data = (
+        b"\xef\xbb\xbfemail,name,Note\n"
+        b'ana@corp.test,Ana,"two\nlines"\n'
+        b"\n"  # a blank line is a row in a spreadsheet too
+        b"RUTH@corp.test,Ruth Zo\xe9\n"
+        b"bo@corp.test,Bo,\n"
+    )
+    path = tmp_path / "members.csv"
+    path.write_bytes(data)
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, path, allow_test_domains=True)
+    [invalid] = report.invalid
+    assert invalid.row == 4
+    offset = data.index(b"\xe9")
+    assert f"(byte 0xe9 at offset {offset})" in invalid.reason
+    assert report.added == 2
+    with store.Session() as session:
+        assert subs.get_subscriber(session, "ana@corp.test").attributes == '{"Note":"two\\nlines"}'
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1", "iso-8859-15"])
+def test_single_byte_encoding_with_a_utf8_bom(store: Store, tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "in.csv"
+    # a UTF-8 file (BOM, "Zoë") with one row pasted from a Latin-1 source ("José")
+    path.write_bytes(b"\xef\xbb\xbfemail,name\nzoe@corp.test,Zo\xc3\xab\njose@corp.test,Jos\xe9\n")
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, path, allow_test_domains=True, encoding=encoding)
+    assert (report.added, report.invalid) == (2, [])
+    with store.Session() as session:
+        names = {s.email: s.name for s in subs.list_subscribers(session)}
+    assert names == {"zoe@corp.test": "Zoë", "jose@corp.test": "José"}
+
+
+def test_whole_cp1252_file_and_unknown_encoding(store: Store, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "in.csv", "Courriel;Prénom;Société\nzoe@corp.test;Zoé;Café ‘Ñ’\n", "cp1252"
+    )
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, path, allow_test_domains=True, encoding="cp1252")
+    assert report.added == 1
+    with store.Session() as session:
+        zoe = subs.subscriber_dict(subs.get_subscriber(session, "zoe@corp.test"))
+    assert zoe["attributes"] == {"Prénom": "Zoé", "Société": "Café ‘Ñ’"}
+    with (
+        store.Session.begin() as session,
+        pytest.raises(InputError, match="unknown encoding 'klingon'"),
+    ):
+        subs.import_csv(session, path, allow_test_domains=True, encoding="klingon")
+
+
+def test_header_that_is_not_text_refuses_the_file(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"email,Soci\xe9t\xe9\nana@corp.test,X\n")
+    with pytest.raises(
+        InputError, match=r"row 1 \(the header\) is not valid UTF-8 \(byte 0xe9 at offset 10\)"
+    ):
+        with store.Session.begin() as session:
+            subs.import_csv(session, path, allow_test_domains=True)
+    assert counts(store) == (0, 0)
 
 
 def test_import_large_file_in_chunks(store: Store, tmp_path: Path) -> None:
@@ -257,16 +345,175 @@ def test_sniff_delimiter() -> None:
 
 
 def test_export_round_trip(store: Store, tmp_path: Path) -> None:
-    import io
-
+    source = write(
+        tmp_path / "members.csv",
+        "Email Address;Name;Organisation ; Country;Notes\n"
+        'zoë@corp.test;Zoë, Q;Transit Lab;PT;"first line\nsecond, line"\n'
+        "bo@corp.test;Bo;;DE;\n"
+        "cy@corp.test;Cy;;;\n",
+    )
     with store.Session.begin() as session:
         subs.create_list(session, "seed")
-        subs.add_subscribers(session, ["zoë@corp.test"], name="Zoë, Q", list_name="seed",
-                             allow_test_domains=True)  # fmt: skip
-        buffer = io.StringIO()
-        assert subs.export_csv(session, buffer) == 1
-    path = write(tmp_path / "out.csv", buffer.getvalue())
-    entries, invalid = subs.read_csv(path, allow_test_domains=True)
-    assert [(e.email, e.name) for e in entries] == [("zoë@corp.test", "Zoë, Q")]
-    assert not invalid
-    assert "seed" in buffer.getvalue().splitlines()[1]
+        subs.import_csv(session, source, list_name="seed", allow_test_domains=True)
+        subs.add_subscribers(session, ["dan@corp.test"], allow_test_domains=True)
+        out = tmp_path / "out.csv"
+        assert subs.export_csv_file(session, out) == 4
+    assert out.stat().st_mode & 0o777 == 0o600
+    lines = out.read_text("utf-8").splitlines()
+    assert lines[0] == (
+        "email,name,status,lists,source,created_at,unsubscribed_at,Organisation,Country,Notes"
+    )
+    assert lines[1].startswith("bo@corp.test,Bo,active,seed,import,") and lines[1].endswith(",,DE,")
+    parsed = subs.read_csv(out, allow_test_domains=True)
+    assert not parsed.invalid and not parsed.notes
+    assert [(e.email, e.name, e.attributes) for e in parsed.entries] == [
+        ("bo@corp.test", "Bo", {"Country": "DE"}),
+        ("cy@corp.test", "Cy", {}),
+        ("dan@corp.test", "", {}),
+        ("zoë@corp.test", "Zoë, Q",
+         {"Organisation": "Transit Lab", "Country": "PT", "Notes": "first line\nsecond, line"}),
+    ]  # fmt: skip
+    # importing the export again changes nothing
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, out, allow_test_domains=True)
+    assert report.summary()["unchanged"] == 4 and report.rows == 4
+    with store.Session.begin() as session:
+        assert subs.export_csv_file(session, tmp_path / "again.csv") == 4
+    assert (tmp_path / "again.csv").read_bytes() == out.read_bytes()
+
+
+def test_export_to_a_missing_folder_names_the_file(store: Store, tmp_path: Path) -> None:
+    target = tmp_path / "nope" / "x.csv"
+    with store.Session.begin() as session:
+        with pytest.raises(InputError) as caught:
+            subs.export_csv_file(session, target)
+    assert str(caught.value) == f"cannot write {target}: No such file or directory"
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    with store.Session.begin() as session:
+        with pytest.raises(InputError, match=f"cannot write {folder}: Is a directory"):
+            subs.export_csv_file(session, folder)
+    assert list(tmp_path.glob("**/.*partial")) == []
+
+
+def test_reimport_merges_attributes_new_values_win(store: Store, tmp_path: Path) -> None:
+    first = write(
+        tmp_path / "a.csv", "email,Organisation,Country,Phone\nana@corp.test,Transit Lab,PT,123\n"
+    )
+    second = write(tmp_path / "b.csv", "email,Country,Team,Phone\nana@corp.test,ES,Buses,\n")
+    with store.Session.begin() as session:
+        subs.import_csv(session, first, allow_test_domains=True)
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, second, allow_test_domains=True)
+    assert (report.updated, report.unchanged) == (1, 0)
+    with store.Session() as session:
+        ana = subs.get_subscriber(session, "ana@corp.test")
+        assert subs.subscriber_dict(ana)["attributes"] == {
+            "Organisation": "Transit Lab", "Country": "ES", "Phone": "123", "Team": "Buses",
+        }  # fmt: skip
+        assert [e.detail for e in ana.events if e.kind == "attributes"] == [
+            "attributes set: Country, Team (import)"
+        ]
+    with store.Session.begin() as session:
+        assert subs.import_csv(session, second, allow_test_domains=True).unchanged == 1
+
+
+def test_attribute_limits(store: Store, tmp_path: Path) -> None:
+    long_name = "N" * 150
+    header = ["email", "name", "", long_name, *(f"c{i}" for i in range(60)), "c0"]
+    row = ["ana@corp.test", "Ana", "stray", "x" * 1500, *(f"v{i}" for i in range(60)), "again"]
+    path = write(tmp_path / "in.csv", ",".join(header) + "\n" + ",".join(row) + "\n")
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, path, allow_test_domains=True)
+    messages = [n.message for n in report.notes]
+    assert "column 4 header 'NNNNNNNNNNNNNNNNNNNNNNNNNNNNNN'… cut to 100 characters" in messages
+    assert (
+        "only 50 extra columns are kept: 12 more not kept ('c49', 'c50', 'c51', 'c52', 'c53', …)"
+        in messages
+    )
+    assert (
+        f"column {'N' * 100!r}: 1 value(s) longer than 1000 characters cut to 1000 (row 2)"
+        in messages
+    )
+    assert "cells in columns without a header were not kept (row 2)" in messages
+    with store.Session() as session:
+        attributes = subs.subscriber_dict(subs.get_subscriber(session, "ana@corp.test"))[
+            "attributes"
+        ]
+    assert len(attributes) == 50
+    assert attributes["N" * 100] == "x" * 1000
+    assert attributes["c48"] == "v48" and "c49" not in attributes
+
+
+def test_duplicate_headers_and_attribute_cap_on_merge(store: Store, tmp_path: Path) -> None:
+    path = write(tmp_path / "in.csv", "email,Phone,Phone\nana@corp.test,1,2\nANA@corp.test,,\n")
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, path, allow_test_domains=True)
+    assert [n.message for n in report.notes] == ["column 3 is a second 'Phone': kept as 'Phone 2'"]
+    with store.Session() as session:
+        ana = subs.subscriber_dict(subs.get_subscriber(session, "ana@corp.test"))
+    assert ana["attributes"] == {"Phone": "1", "Phone 2": "2"}
+    many = ",".join(f"a{i}" for i in range(49))
+    path = write(tmp_path / "more.csv", f"email,{many}\nana@corp.test,{','.join('x' * 49)}\n")
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, path, allow_test_domains=True)
+    assert report.notes[0].row == 2
+    assert report.notes[0].message.startswith(
+        "ana@corp.test has 50 attributes, the most kept: 'a48'"
+    )
+
+
+def test_typos_are_imported_with_a_warning(store: Store, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "in.csv",
+        "email\nana@gmail.con\nbo@gmail.com\ncy@mail.com\ndan@gmx.net\neve@hotmial.com\n",
+    )
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, path)
+    assert report.added == 5
+    assert [(n.row, n.message) for n in report.notes] == [
+        (2, "gmail.con looks like a typo for gmail.com (ana@gmail.con → ana@gmail.com?); "
+            "imported as written"),
+        (6, "hotmial.com looks like a typo for hotmail.com "
+            "(eve@hotmial.com → eve@hotmail.com?); imported as written"),
+    ]  # fmt: skip
+    with store.Session.begin() as session:
+        report = subs.add_subscribers(session, ["fay@outlok.com", "gil@outlook.com"])
+    assert [n.message for n in report.notes] == [
+        "outlok.com looks like a typo for outlook.com (fay@outlok.com → fay@outlook.com?); "
+        "added as written"
+    ]
+    with store.Session() as session:
+        assert subs.get_subscriber(session, "fay@outlok.com").status == "active"
+
+
+def test_reserved_test_domain_rows_name_the_setting(store: Store, tmp_path: Path) -> None:
+    path = write(tmp_path / "in.csv", "email\nana@corp.test\nbo@example.org\n")
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, path)
+    assert report.added == 1
+    [invalid] = report.invalid
+    assert invalid.row == 2 and "[subscribers] allow_test_domains" in invalid.reason
+
+
+def test_delete_unknown_list_does_not_suggest_creating_it(store: Store) -> None:
+    with store.Session.begin() as session:
+        subs.create_list(session, "seed")
+        with pytest.raises(NotFoundError) as caught:
+            subs.delete_list(session, "nope")
+    assert str(caught.value) == "no list named 'nope' (lists: seed)"
+
+
+def test_columns_the_importer_does_not_read_are_kept(store: Store, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "in.csv",
+        "Email,First Name,Last Name,Address,Status,Lists,E-mail 2\n"
+        "ana@corp.test,Ana,Lima,9 Depot Road,unsubscribed,board,ana@home.test\n",
+    )
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, path, allow_test_domains=True)
+    assert report.added == 1 and not report.notes
+    with store.Session() as session:
+        ana = subs.subscriber_dict(subs.get_subscriber(session, "ana@corp.test"))
+    assert (ana["name"], ana["status"], ana["lists"]) == ("Ana Lima", "active", [])
+    assert ana["attributes"] == {"Address": "9 Depot Road", "E-mail 2": "ana@home.test"}

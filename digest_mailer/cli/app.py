@@ -129,4 +129,7 @@ def root(
 
 
 def main() -> None:
+    # every file the tool writes (databases, exports, captured mail, keys, previews) is
+    # private to its user unless the code gives it another mode on purpose
+    os.umask(0o077)
     app()

@@ -64,7 +64,7 @@ def compose(
             f"{issue_file} was read as {composed.source.encoding} (it is not UTF-8); "
             "pass --encoding to choose another"
         )
-    findings = lint.lint(composed)
+    findings = lint.lint(composed) + lint.lint_config(config)
     target = out_dir or issue_file.with_suffix("")
     if target == issue_file:
         target = issue_file.with_name(issue_file.name + ".out")

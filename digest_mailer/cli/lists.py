@@ -8,7 +8,12 @@ from rich.table import Table
 from digest_mailer import subscribers
 from digest_mailer.cli.state import out, print_json, state
 
-app = typer.Typer(help="Named lists of subscribers (the seed list is one).", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,
+    help="Named lists of subscribers (the seed list is one).\n\n"
+    "Example: digest-mailer lists create board",
+    no_args_is_help=True,
+)
 
 
 @app.command("create")

@@ -1,6 +1,5 @@
 """`digest-mailer send`, `status`, `log` and `capture-smtp`."""
 
-import csv
 import signal
 import sys
 import threading
@@ -19,9 +18,10 @@ from digest_mailer.cli import tables
 from digest_mailer.cli.compose import print_findings
 from digest_mailer.cli.state import EncodingOption, IssueIdOption, err, out, print_json, state, warn
 from digest_mailer.config import refuse_placeholders
+from digest_mailer.csvio import SafeWriter
 from digest_mailer.errors import SendPaused, TestSendFailed
 from digest_mailer.lease import take_lease
-from digest_mailer.lint import lint
+from digest_mailer.lint import lint, lint_config
 from digest_mailer.message import MessageTemplate
 from digest_mailer.models import DELIVERY_STATES
 from digest_mailer.signing import DkimSigner
@@ -133,7 +133,8 @@ def send(
         )
     secret = signing_secret(config)
     signer = DkimSigner.from_config(config)  # a bad key stops here, before anything is sent
-    print_findings(lint(composed), summary_for=None if verbose else issue_file)
+    findings = lint(composed) + lint_config(config)
+    print_findings(findings, summary_for=None if verbose else issue_file)
     if test:
         _test_send(st, composed, secret, to or [])
         return
@@ -354,9 +355,10 @@ def log(
         sender.get_issue(session, issue)  # a missing issue writes nothing, not a lone header
         rows = sender.delivery_log(session, issue, state_filter.value if state_filter else None)
         if as_csv:
-            writer = csv.DictWriter(sys.stdout, fieldnames=sender.LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
+            writer = SafeWriter(sys.stdout)
+            writer.writerow(sender.LOG_FIELDS)
+            for r in rows:
+                writer.writerow(r[f] for f in sender.LOG_FIELDS)
             return
         rows = list(rows)
     if as_json:

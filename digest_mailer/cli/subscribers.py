@@ -12,7 +12,12 @@ from digest_mailer import subscribers
 from digest_mailer.cli.state import out, print_json, state, warn
 from digest_mailer.models import STATUSES
 
-app = typer.Typer(help="Add, remove, list, import and export subscribers.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,
+    help="Add, remove, list, import and export subscribers.\n\n"
+    "Example: digest-mailer subscribers import members.csv --list board --dry-run",
+    no_args_is_help=True,
+)
 
 Status = Enum("Status", {s: s for s in STATUSES}, type=str)  # type: ignore[misc]
 
@@ -21,26 +26,39 @@ StatusOption = Annotated[Status | None, typer.Option("--status", "-s", help="Onl
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-def _report(report: subscribers.ImportReport, *, as_json: bool, dry_run: bool = False) -> None:
+def _report(
+    report: subscribers.ImportReport,
+    *,
+    as_json: bool,
+    dry_run: bool = False,
+    source: str | None = None,
+) -> None:
     if as_json:
-        print_json(
-            {
-                "dry_run": dry_run,
-                "summary": report.summary(),
-                "invalid": [
-                    {"row": i.row, "value": i.value, "reason": i.reason} for i in report.invalid
-                ],
-                "skipped": report.skipped_addresses,
-            }
-        )
+        data: dict[str, object] = {"dry_run": dry_run}
+        if source is not None:
+            data["file"] = source
+            data["read"] = {"rows": report.rows, "bytes": report.size}
+        data |= {
+            "summary": report.summary(),
+            "invalid": [
+                {"row": i.row, "value": i.value, "reason": i.reason} for i in report.invalid
+            ],
+            "skipped": report.skipped_addresses,
+            "warnings": [{"row": n.row, "message": n.message} for n in report.notes],
+        }
+        print_json(data)
         return
     for bad in report.invalid:
         where = f"row {bad.row}: " if bad.row else ""
-        warn(f"invalid {where}{bad.value!r}: {bad.reason}")
+        warn(bad.message or f"invalid {where}{bad.value!r}: {bad.reason}")
+    for note in report.notes:
+        warn(f"row {note.row}: {note.message}" if note.row else note.message)
     for skipped in report.skipped_addresses:
         warn(f"skipped {skipped}: not reactivated without --resubscribe")
     summary = ", ".join(f"{n} {k}" for k, n in report.summary().items())
     prefix = "dry run, nothing written: " if dry_run else ""
+    if source is not None:
+        prefix += f"read {report.rows} row(s), {report.size} bytes from {source}: "
     out.print(f"{prefix}{summary}", markup=False)
 
 
@@ -56,6 +74,9 @@ def add(
     as_json: JsonOption = False,
 ) -> None:
     """Add subscribers, active at once (staff vouch for their consent).
+
+    Any invalid address refuses the whole command. An address whose domain looks like a
+    typo of a big mail provider (gmail.con, hotmial.com) is added as written, with a warning.
 
     Example: digest-mailer subscribers add ana@corp.test --name "Ana Lima" --list seed
     """
@@ -145,7 +166,7 @@ def show(
     email: Annotated[str, typer.Argument(help="Address to show.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Show one subscriber: status, lists and the full history of changes.
+    """Show one subscriber: status, lists, attributes and the full history of changes.
 
     Example: digest-mailer subscribers show ana@corp.test
     """
@@ -173,6 +194,14 @@ def show(
         out.print(f"{key:>16}: {value if value not in (None, '') else '-'}", markup=False)
     if data["unsubscribe_reason"]:
         out.print(f"{'reason':>16}: {data['unsubscribe_reason']}", markup=False)
+    attributes: dict[str, str] = data["attributes"]  # type: ignore[assignment]
+    label = f"{'attributes':>16}: "
+    for attribute, value in attributes.items():
+        shown = " / ".join(value.splitlines())  # a cell over several lines on one
+        out.print(f"{label}{attribute}: {shown}", markup=False)
+        label = " " * len(label)
+    if not attributes:
+        out.print(f"{label}-", markup=False)
     table = Table("when", "what", "status", "by", "detail", title="history")
     for e in events:
         change = f"{e['from'] or ''} -> {e['to']}" if e["to"] else ""
@@ -193,14 +222,27 @@ def import_(
     ] = False,
     encoding: Annotated[
         str | None,
-        typer.Option("--encoding", help="Text encoding (default: UTF-8, BOM or not; UTF-16 BOM)."),
+        typer.Option(
+            "--encoding",
+            help="The file's encoding if not UTF-8, such as cp1252 or shift_jis; with "
+            "one-byte encodings (cp1252, latin-1) rows that are valid UTF-8 stay UTF-8. "
+            "Default: UTF-8 with or without BOM, UTF-16 with BOM.",
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Import subscribers from CSV in one transaction: all of it or nothing.
+    """Import subscribers from CSV: rows that cannot be used are skipped and reported, the
+    rest is imported.
 
     Finds the email column by its header (email, e-mail, Email Address) or by its content,
-    and a name column if any; comma, semicolon or tab separated.
+    and a name column if any; comma, semicolon or tab separated. Other columns
+    (Organisation, Country…) are kept as attributes of each subscriber.
+
+    A row with an invalid address, or with bytes that are not text in the file's encoding,
+    is skipped and reported with its row number; the other rows are added or updated, in
+    one transaction. A file that cannot be read at all (no email column, binary) imports
+    nothing. Unsubscribed and bounced addresses stay so without --resubscribe. A domain
+    that looks like a typo (gmail.con) is imported as written, with a warning.
 
     Example: digest-mailer subscribers import members.csv --list board --dry-run
     """
@@ -214,7 +256,7 @@ def import_(
             allow_test_domains=st.config.subscribers.allow_test_domains,
             encoding=encoding,
         )
-    _report(report, as_json=as_json, dry_run=dry_run)
+    _report(report, as_json=as_json, dry_run=dry_run, source=str(file))
 
 
 @app.command("export")
@@ -224,21 +266,18 @@ def export(
     status: StatusOption = None,
     list_name: ListOption = None,
 ) -> None:
-    """Export subscribers as UTF-8 CSV with a header row.
+    """Export subscribers as UTF-8 CSV with a header row: email, name, status, lists,
+    source and dates, then one column per attribute. The file is readable by its owner only.
+
+    Import reads the attribute columns back; status, lists, source and dates are the
+    store's own record and are not read back.
 
     Example: digest-mailer subscribers export active.csv --status active
     """
+    chosen = status.value if status else None
     with state(ctx).transaction() as session:
         if file == "-":
-            count = subscribers.export_csv(
-                session, sys.stdout, status=status.value if status else None, list_name=list_name
-            )
+            subscribers.export_csv(session, sys.stdout, status=chosen, list_name=list_name)
             return
-        target = Path(file)
-        partial = target.with_name(f".{target.name}.partial")
-        with partial.open("w", encoding="utf-8", newline="") as handle:
-            count = subscribers.export_csv(
-                session, handle, status=status.value if status else None, list_name=list_name
-            )
-        partial.replace(target)
+        count = subscribers.export_csv_file(session, Path(file), status=chosen, list_name=list_name)
     out.print(f"wrote {count} subscriber(s) to {file}", markup=False)

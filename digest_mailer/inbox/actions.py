@@ -35,9 +35,16 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from digest_mailer.addresses import MAX_ADDRESS, address_key, clip, mailbox_key, normalize_address
+from digest_mailer.addresses import (
+    MAX_ADDRESS,
+    address_key,
+    clip,
+    display_name,
+    mailbox_key,
+    normalize_address,
+)
 from digest_mailer.bounces.process import BounceContext, handle_report
-from digest_mailer.composer import one_line, template_environment
+from digest_mailer.composer import template_environment
 from digest_mailer.config import Config
 from digest_mailer.db import Store
 from digest_mailer.errors import DigestMailerError, InputError, NotFoundError
@@ -294,7 +301,8 @@ def _unsubscribe_proof(
             secret = signing_secret(ctx.config)
         except DigestMailerError:
             return ""
-        if any(read_token(secret, "unsubscribe", t) == subscriber.id for t in tokens):
+        salt = subscriber.link_salt
+        if any(read_token(secret, "unsubscribe", t, salt) == subscriber.id for t in tokens):
             return "carries the reader's own unsubscribe link"
     return ""
 
@@ -324,7 +332,8 @@ def ask_to_confirm_unsubscribe(
     link = ""
     if nl.public_url:
         try:
-            token = make_token(signing_secret(ctx.config), "unsubscribe", subscriber.id)
+            secret = signing_secret(ctx.config)
+            token = make_token(secret, "unsubscribe", subscriber.id, subscriber.link_salt)
             link = f"{nl.public_url.rstrip('/')}/u/{token}"
         except DigestMailerError:
             link = ""
@@ -366,7 +375,7 @@ def start_subscription(
         subscriber = Subscriber(
             email=address,
             email_key=address_key(address),
-            name=clip(one_line(name), 200),
+            name=display_name(name),
             status="pending",
             source=ACTOR,
             created_at=ctx.now,

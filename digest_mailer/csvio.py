@@ -1,0 +1,576 @@
+"""Subscriber CSV files: reading spreadsheet exports, writing exports. Pure: no store.
+
+Reading never stops at a bad row. A row whose address is invalid, or whose bytes are not
+text in the file's encoding, is reported with its row number (as a spreadsheet shows it:
+a blank line is a row, a cell over several lines is one row) and left out; every other
+row is read. Only a file that cannot be read at all (missing, empty, binary, no email
+column, a header that is not text) is refused as a whole.
+
+Columns other than those the importer reads (email, and name or first and last name) and
+those `export` writes besides (status, lists, source, dates) are kept per subscriber as
+attributes: header -> cell text.
+"""
+
+import codecs
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+from typing import TextIO
+
+from email_validator import EmailNotValidError
+
+from digest_mailer.addresses import _validate, display_name
+from digest_mailer.errors import InputError
+from digest_mailer.typos import address_typo
+
+MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTE_NAME = 100
+MAX_ATTRIBUTE_VALUE = 1000
+
+EMAIL_HEADERS = {"email", "emailaddress", "mail", "emails", "mailaddress", "address", "courriel"}
+NAME_HEADERS = {"name", "fullname", "displayname", "contactname", "subscribername"}
+FIRST_HEADERS = {"firstname", "givenname", "first", "forename"}
+LAST_HEADERS = {"lastname", "surname", "familyname", "last"}
+# what `export` writes besides email and name: the store's own record of each person,
+# which an import does not change (statuses change by their own commands, lists by --list)
+STORE_HEADERS = {
+    "status", "lists", "list", "source", "createdat", "updatedat", "unsubscribedat",
+    "unsubscribereason",
+}  # fmt: skip
+DELIMITERS = (",", ";", "\t", "|")
+EXPORT_FIELDS = ("email", "name", "status", "lists", "source", "created_at", "unsubscribed_at")
+TEST_DOMAIN_HINT = " (set [subscribers] allow_test_domains = true for trials)"
+
+
+@dataclass
+class Entry:
+    """One address to add, as read from the command line or a file row."""
+
+    email: str
+    name: str = ""
+    row: int = 0
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Invalid:
+    """A row left out, and why; ``message`` is the whole line to show when the row
+    number and value do not say it (a row that is not text in the file's encoding)."""
+
+    row: int
+    value: str
+    reason: str
+    message: str = ""
+
+
+@dataclass
+class Note:
+    """A warning about a row that was read anyway (``row`` 0: about the whole file)."""
+
+    row: int
+    message: str
+
+
+@dataclass
+class ParsedCsv:
+    entries: list[Entry]
+    invalid: list[Invalid]
+    notes: list[Note]
+    rows: int  # data rows read, without the header and blank lines
+    size: int  # bytes read
+
+
+# --------------------------------------------------------------------------- attributes
+
+
+def dump_attributes(attributes: dict[str, str]) -> str:
+    return json.dumps(attributes, ensure_ascii=False, separators=(",", ":"))
+
+
+def load_attributes(text: str | None) -> dict[str, str]:
+    """The attributes stored as JSON text; anything but an object of strings reads as {}."""
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
+
+
+def merge_attributes(old: dict[str, str], new: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``old`` updated with ``new`` (new values win), at most :data:`MAX_ATTRIBUTES`;
+    returns (merged, names of new attributes left out for the limit)."""
+    merged = dict(old)
+    left_out = []
+    for name, value in new.items():
+        if name in merged or len(merged) < MAX_ATTRIBUTES:
+            merged[name] = value
+        else:
+            left_out.append(name)
+    return merged, left_out
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _label(name: str) -> str:
+    return "UTF-8" if name in ("utf-8", "utf-8-sig") else name
+
+
+def _ascii_compatible(name: str) -> bool:
+    try:
+        return bytes(range(128)).decode(name) == "".join(map(chr, range(128)))
+    except (UnicodeDecodeError, LookupError):
+        return False
+
+
+def _single_byte(name: str) -> bool:
+    """cp1252, latin-1, mac-roman…: one byte, one character (not UTF-8, not shift_jis)."""
+    return (
+        name not in ("utf-8", "utf-8-sig") and len(bytes(range(256)).decode(name, "replace")) == 256
+    )
+
+
+@dataclass
+class _Lines:
+    """The file as text lines, with the lines that were not text in its encoding."""
+
+    lines: list[str]
+    bad: dict[int, str]  # line index -> why ("not valid UTF-8 (byte 0xe9 at offset 123)")
+    fallback: set[int]  # line indexes read in the --encoding given, not as UTF-8
+    fallback_name: str
+    hint: str  # what to do about a bad line
+
+
+def _decode(path: Path, data: bytes, encoding: str | None) -> _Lines:
+    name = "utf-8"
+    if encoding is not None:
+        try:
+            name = codecs.lookup(encoding).name
+        except LookupError:
+            raise InputError(
+                f"unknown encoding {encoding!r}: use a name such as utf-8, cp1252 or latin-1"
+            ) from None
+    if encoding is None and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        name = "utf-16"
+    if not _ascii_compatible(name):  # UTF-16 and the like: lines cannot be cut as bytes
+        return _decode_whole(path, data, name)
+    if b"\x00" in data:
+        raise InputError(f"{path} looks like a binary file, not CSV text")
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    # Which encoding each line is read in. Without --encoding: UTF-8, a BOM or not.
+    # With a single-byte --encoding (cp1252, latin-1…), a line that is valid UTF-8 is still
+    # read as UTF-8 and only the others in the encoding given: a line of legacy text that
+    # happens to be valid UTF-8 with accents would need sequences like "Ã©" (practically
+    # never written), while a UTF-8 file with a few rows pasted from a cp1252 source is
+    # common, and decoding all of it as cp1252 would turn every "Zoë" into "ZoÃ«" without
+    # a word. A UTF-8 BOM says the file was saved as UTF-8: it is dropped (as UTF-8 reads
+    # it; its three bytes are never a header in another encoding) and UTF-8 comes first
+    # whatever --encoding says, which then only names the encoding of the rows that are
+    # not UTF-8. Other --encoding values without a BOM (shift_jis…) are taken as given:
+    # their text can be valid UTF-8 by chance.
+    if name in ("utf-8", "utf-8-sig"):
+        primary, fallback = "utf-8", None
+        hint = "save the file as UTF-8 or pass --encoding cp1252"
+    elif start or _single_byte(name):
+        primary, fallback = "utf-8", name
+        hint = "save the file as UTF-8 or pass the encoding it was saved in with --encoding"
+    else:
+        primary, fallback = name, None
+        hint = "pass the encoding the file was saved in with --encoding"
+    lines: list[str] = []
+    bad: dict[int, str] = {}
+    used_fallback: set[int] = set()
+    offset = start
+    for index, raw in enumerate(data[start:].splitlines(keepends=True)):
+        try:
+            lines.append(raw.decode(primary))
+        except UnicodeDecodeError as exc:
+            failed = exc
+            text = None
+            if fallback is not None:
+                try:
+                    text = raw.decode(fallback)
+                    used_fallback.add(index)
+                except UnicodeDecodeError as second:
+                    failed = second
+            if text is None:
+                at = offset + failed.start
+                what = (
+                    f"neither UTF-8 nor {fallback}" if fallback else f"not valid {_label(primary)}"
+                )
+                bad[index] = f"{what} (byte 0x{data[at]:02x} at offset {at})"
+                text = raw.decode(primary, "replace")  # for the row's shape only
+            lines.append(text)
+        offset += len(raw)
+    return _Lines(lines, bad, used_fallback, fallback or "", hint)
+
+
+def _decode_whole(path: Path, data: bytes, name: str) -> _Lines:
+    try:
+        text = data.decode(name)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].decode(name, "replace").count("\n") + 1
+        raise InputError(
+            f"{path}: line {line} is not valid {name} (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); pass the encoding the file was saved in with --encoding; "
+            "nothing was imported"
+        ) from None
+    if "\x00" in text:
+        raise InputError(f"{path} looks like a binary file, not CSV text")
+    lines = list(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    return _Lines(lines, {}, set(), "", "")
+
+
+def decode_file(path: Path, encoding: str | None = None) -> str:
+    """The text of a CSV file (rows that are not text in its encoding as U+FFFD)."""
+    return "".join(_decode(path, _read_bytes(path), encoding).lines)
+
+
+def sniff_delimiter(text: str | Iterable[str]) -> str:
+    """The delimiter that splits the first lines into the same, largest number of fields."""
+    source = text.splitlines() if isinstance(text, str) else text
+    lines: list[str] = []
+    for line in source:
+        if line.strip():
+            lines.append(line)
+        if len(lines) == 20:
+            break
+    best, best_fields = ",", 1
+    for delimiter in DELIMITERS:
+        try:
+            counts = {len(r) for r in csv.reader(lines, delimiter=delimiter) if any(r)}
+        except csv.Error:
+            continue
+        if len(counts) == 1 and (fields := counts.pop()) > best_fields:
+            best, best_fields = delimiter, fields
+    return best
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _header_key(cell: str) -> str:
+    return "".join(ch for ch in cell.casefold() if ch.isalnum())
+
+
+@dataclass
+class _Columns:
+    email: int
+    name: int | None = None
+    first: int | None = None
+    last: int | None = None
+    header: bool = True
+    attributes: list[tuple[int, str]] = field(default_factory=list)
+    unnamed: set[int] = field(default_factory=set)  # columns without a header
+
+    def name_of(self, cells: list[str]) -> str:
+        def cell(i: int | None) -> str:
+            return cells[i].strip() if i is not None and i < len(cells) else ""
+
+        if self.name is not None and cell(self.name):
+            return cell(self.name)
+        return " ".join(p for p in (cell(self.first), cell(self.last)) if p)
+
+
+def _find_columns(first_row: list[str], path: Path, notes: list[Note]) -> _Columns:
+    keys = [_header_key(c) for c in first_row]
+
+    def find(names: set[str]) -> int | None:
+        return next((i for i, k in enumerate(keys) if k in names), None)
+
+    email = find(EMAIL_HEADERS)
+    if email is None:
+        email = next((i for i, k in enumerate(keys) if k.startswith("email")), None)
+    if email is not None:
+        columns = _Columns(email, find(NAME_HEADERS), find(FIRST_HEADERS), find(LAST_HEADERS))
+        _attribute_columns(columns, first_row, keys, notes)
+        return columns
+    with_at = [i for i, cell in enumerate(first_row) if "@" in cell]
+    if with_at:  # no header row: the column holding addresses, the next non-empty is the name
+        others = [i for i, cell in enumerate(first_row) if i != with_at[0] and cell.strip()]
+        return _Columns(with_at[0], others[0] if others else None, header=False)
+    shown = ", ".join(repr(c) for c in first_row) or "nothing"
+    raise InputError(
+        f"{path} has no email column: expected a header such as 'email', 'e-mail' or "
+        f"'Email Address' (first row has {shown}); nothing was imported"
+    )
+
+
+def _attribute_columns(
+    columns: _Columns, header: list[str], keys: list[str], notes: list[Note]
+) -> None:
+    """The columns kept as attributes: every one the importer does not read itself (a
+    second address or name column is kept) but those `export` writes."""
+    read = {columns.email, columns.name, columns.first, columns.last}
+    taken: set[str] = set()
+    over: list[str] = []
+    for i, cell in enumerate(header):
+        if i in read or keys[i] in STORE_HEADERS:
+            continue
+        name = cell.replace("\ufeff", "").strip()  # a BOM left by joined files
+        if not name:
+            columns.unnamed.add(i)
+            continue
+        if len(name) > MAX_ATTRIBUTE_NAME:
+            cut_to = f"cut to {MAX_ATTRIBUTE_NAME} characters"
+            notes.append(Note(1, f"column {i + 1} header {name[:30]!r}… {cut_to}"))
+            name = name[:MAX_ATTRIBUTE_NAME]
+        if len(columns.attributes) == MAX_ATTRIBUTES:
+            over.append(name)
+            continue
+        if name in taken:  # a second "Phone": kept as "Phone 2"
+            n = 2
+            while f"{name} {n}" in taken:
+                n += 1
+            notes.append(Note(1, f"column {i + 1} is a second {name!r}: kept as '{name} {n}'"))
+            name = f"{name} {n}"
+        taken.add(name)
+        columns.attributes.append((i, name))
+    if over:
+        shown = ", ".join(repr(n) for n in over[:5]) + (", …" if len(over) > 5 else "")
+        shown = f"{len(over)} more not kept ({shown})"
+        notes.append(Note(1, f"only {MAX_ATTRIBUTES} extra columns are kept: {shown}"))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_csv(
+    path: Path, *, allow_test_domains: bool = False, encoding: str | None = None
+) -> ParsedCsv:
+    """Parse a spreadsheet export: valid entries, rows left out with reasons, warnings."""
+    data = _read_bytes(path)
+    decoded = _decode(path, data, encoding)
+    reader = _Reader(path, decoded, allow_test_domains, ParsedCsv([], [], [], 0, len(data)))
+    return reader.read()
+
+
+@dataclass
+class _Reader:
+    path: Path
+    decoded: _Lines
+    allow_test_domains: bool
+    parsed: ParsedCsv
+    columns: _Columns | None = None
+    cut: dict[str, list[int]] = field(default_factory=dict)  # attribute -> rows cut
+    unnamed_rows: list[int] = field(default_factory=list)
+    fallback_rows: list[int] = field(default_factory=list)
+
+    def read(self) -> ParsedCsv:
+        lines = self.decoded.lines
+        reader = csv.reader(iter(lines), delimiter=sniff_delimiter(lines[:50]))
+        row = line = 0
+        try:
+            for cells in reader:
+                cells = [from_spreadsheet_safe(c) for c in cells]
+                row += 1
+                first_line, line = line, reader.line_num  # the row is lines first_line..line-1
+                self._record(row, range(first_line, line), cells)
+        except csv.Error as exc:
+            raise InputError(
+                f"{self.path} line {reader.line_num}: not readable as CSV: {exc}"
+            ) from None
+        if self.columns is None:
+            raise InputError(f"{self.path} is empty: no rows to import")
+        self._summarise()
+        return self.parsed
+
+    def _record(self, row: int, lines: range, cells: list[str]) -> None:
+        decoded = self.decoded
+        bad = ""
+        if decoded.bad:
+            bad = next((decoded.bad[i] for i in lines if i in decoded.bad), "")
+        if decoded.fallback and any(i in decoded.fallback for i in lines):
+            self.fallback_rows.append(row)
+        if not any(c.strip() for c in cells):
+            return
+        if self.columns is None:
+            try:
+                self.columns = _find_columns(cells, self.path, self.parsed.notes)
+            except InputError:
+                if not bad:
+                    raise
+            if bad and (self.columns is None or self.columns.header):
+                raise InputError(
+                    f"{self.path}: row {row} (the header) is {bad}; {decoded.hint}; "
+                    "nothing was imported"
+                ) from None
+            if self.columns.header:  # type: ignore[union-attr]
+                return
+        self.parsed.rows += 1
+        if bad:
+            reason = f"{bad}; {decoded.hint}"
+            message = f"{self.path}: row {row} is {reason}"
+            self.parsed.invalid.append(Invalid(row, "", reason, message))
+            return
+        self._row(row, lines, cells)
+
+    def _row(self, row: int, lines: range, cells: list[str]) -> None:
+        columns = self.columns
+        assert columns is not None
+        raw = cells[columns.email].strip() if columns.email < len(cells) else ""
+        name = columns.name_of(cells)
+        if "<" in raw:  # "Ana Lima <ana@corp.test>" pasted into the email cell
+            display, raw = parseaddr(raw)
+            name = name or display
+        if not raw:
+            self.parsed.invalid.append(Invalid(row, "", "no email address in this row"))
+            return
+        try:
+            email = _validate(raw, self.allow_test_domains)
+        except EmailNotValidError as exc:
+            reason = str(exc)
+            if not self.allow_test_domains and raw.casefold().rstrip(".").endswith(".test"):
+                reason += TEST_DOMAIN_HINT
+            if "\n" in raw:  # a quote left open swallows the rows after it
+                reason += (
+                    f" (this row runs over lines {lines.start + 1}-{lines.stop}: "
+                    "is a quote left open?)"
+                )
+            shown = raw if len(raw) <= 100 else raw[:100] + "…"
+            self.parsed.invalid.append(Invalid(row, shown, reason))
+            return
+        attributes: dict[str, str] = {}
+        for i, attribute in columns.attributes:
+            value = cells[i].strip() if i < len(cells) else ""
+            if len(value) > MAX_ATTRIBUTE_VALUE:
+                self.cut.setdefault(attribute, []).append(row)
+                value = value[:MAX_ATTRIBUTE_VALUE]
+            if value:
+                attributes[attribute] = value
+        if columns.unnamed and any(i < len(cells) and cells[i].strip() for i in columns.unnamed):
+            self.unnamed_rows.append(row)
+        if typo := address_typo(email):
+            self.parsed.notes.append(Note(row, f"{typo.describe()}; imported as written"))
+        self.parsed.entries.append(Entry(email, display_name(name), row, attributes))
+
+    def _summarise(self) -> None:
+        notes = self.parsed.notes
+        for attribute, rows in self.cut.items():
+            notes.append(
+                Note(0, f"column {attribute!r}: {len(rows)} value(s) longer than "
+                     f"{MAX_ATTRIBUTE_VALUE} characters cut to {MAX_ATTRIBUTE_VALUE} "
+                     f"({_rows(rows)})")
+            )  # fmt: skip
+        if self.unnamed_rows:
+            notes.append(
+                Note(0, "cells in columns without a header were not kept "
+                     f"({_rows(self.unnamed_rows)})")
+            )  # fmt: skip
+        if self.fallback_rows:
+            notes.append(
+                Note(0, f"{len(self.fallback_rows)} row(s) not valid UTF-8 read as "
+                     f"{self.decoded.fallback_name} ({_rows(self.fallback_rows)})")
+            )  # fmt: skip
+
+
+def _rows(rows: list[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:10])
+    more = ", …" if len(rows) > 10 else ""
+    return f"row {shown}" if len(rows) == 1 else f"rows {shown}{more}"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+# A cell a spreadsheet would run as a formula (CWE-1236): =, +, -, @, tab, carriage
+# return. OWASP's advice: write it with a leading apostrophe, which spreadsheets show as
+# text; reading strips the apostrophe again, so export and import round-trip.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> str:
+    """A cell as every CSV the tool writes holds it."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def from_spreadsheet_safe(cell: str) -> str:
+    """A cell read back: the apostrophe :func:`spreadsheet_safe` added is removed."""
+    return cell[1:] if cell.startswith("'") and cell[1:2] and cell[1] in "=+-@\t\r" else cell
+
+
+class SafeWriter:
+    """``csv.writer`` whose every cell goes through :func:`spreadsheet_safe`."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._writer = csv.writer(out)
+
+    def writerow(self, cells: Iterable[object]) -> None:
+        self._writer.writerow([spreadsheet_safe(c) for c in cells])
+
+
+def write_csv(out: TextIO, rows: Iterable[dict[str, object]]) -> int:
+    """Write subscriber rows (as ``subscriber_dict`` gives them) as CSV to ``out``: the
+    standard columns, then one column per attribute name found in any row. Returns the
+    row count."""
+    rows = list(rows)
+    names = _attribute_order(list(data["attributes"]) for data in rows)  # type: ignore[call-overload]
+    writer = SafeWriter(out)
+    writer.writerow([*EXPORT_FIELDS, *names])
+    for data in rows:
+        values = {**data, "lists": ";".join(data["lists"])}  # type: ignore[arg-type]
+        attributes: dict[str, str] = data["attributes"]  # type: ignore[assignment]
+        writer.writerow(
+            ["" if values[f] is None else values[f] for f in EXPORT_FIELDS]
+            + [attributes.get(n, "") for n in names]
+        )
+    return len(rows)
+
+
+def _attribute_order(name_lists: Iterable[list[str]]) -> list[str]:
+    """Every name once, each list's names kept in their order where they can be: a name
+    first met goes right after the one before it in its list, so the columns of one
+    imported file come back in that file's order whichever subscriber has which."""
+    order: list[str] = []
+    seen: set[tuple[str, ...]] = set()
+    for names in name_lists:
+        key = tuple(names)
+        if key in seen:
+            continue
+        seen.add(key)
+        at = -1
+        for name in names:
+            if name in order:
+                at = order.index(name)
+            else:
+                at += 1
+                order.insert(at, name)
+    return order
+
+
+def write_private_file(path: Path, write: Callable[[TextIO], int]) -> int:
+    """Write a UTF-8 text file readable by its owner only (0600), whole or not at all:
+    ``write`` fills a hidden temporary file beside ``path``, which then replaces it.
+    Errors name ``path``, never the temporary file. Returns what ``write`` returns."""
+    try:
+        # mkstemp creates the file 0600 whatever the umask
+        fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            result = write(handle)
+        os.replace(partial, path)
+    except OSError as exc:
+        Path(partial).unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return result
