@@ -25,7 +25,7 @@ from digest_mailer import subscribers as subs
 from digest_mailer.config import load_config
 from digest_mailer.db import Store
 from digest_mailer.inbox import actions as rq
-from digest_mailer.models import Confirmation, Event, utcnow
+from digest_mailer.models import Confirmation, Event, Subscriber, utcnow
 from digest_mailer.tokens import make_token
 from digest_mailer.web import create_app, mask
 
@@ -47,8 +47,19 @@ def client(store: Store, config) -> TestClient:  # type: ignore[no-untyped-def]
     return TestClient(create_app(store, config, SECRET.encode()))
 
 
-def token(subscriber_id: int, purpose: str = "unsubscribe", secret: str = SECRET) -> str:
-    return make_token(secret.encode(), purpose, subscriber_id)
+def token(
+    store: Store, subscriber_id: int, purpose: str = "unsubscribe", secret: str = SECRET
+) -> str:
+    """The link the send puts in the subscriber's messages: signed with its link_salt."""
+    with store.Session() as session:
+        person = session.get(Subscriber, subscriber_id)
+        salt = person.link_salt if person is not None else ""
+    return make_token(secret.encode(), purpose, subscriber_id, salt)
+
+
+def undo_of(page: str) -> str:
+    """The undo token of the Resubscribe button on an "unsubscribed" page."""
+    return re.search(r'name="undo" value="([^"]+)"', page).group(1)
 
 
 def status_of(store: Store, address: str) -> str:
@@ -59,13 +70,13 @@ def status_of(store: Store, address: str) -> str:
 def test_get_shows_the_masked_address_and_changes_nothing(
     client: TestClient, store: Store, people: dict[str, int]
 ) -> None:
-    page = client.get(f"/u/{token(people['jo@corp.test'])}")
+    page = client.get(f"/u/{token(store, people['jo@corp.test'])}")
     assert page.status_code == 200
     assert "j***@corp.test" in page.text and "jo@corp.test" not in page.text
     assert "Transit Policy Weekly" in page.text and 'lang="en"' in page.text
     assert '<button type="submit">Unsubscribe</button>' in page.text
     for _ in range(3):  # link scanners fetch it again and again
-        client.get(f"/u/{token(people['jo@corp.test'])}")
+        client.get(f"/u/{token(store, people['jo@corp.test'])}")
     assert status_of(store, "jo@corp.test") == "active"
     assert page.headers["content-security-policy"].startswith("default-src 'none'")
     assert page.headers["x-content-type-options"] == "nosniff"
@@ -75,13 +86,14 @@ def test_get_shows_the_masked_address_and_changes_nothing(
 def test_post_unsubscribes_then_resubscribe_undoes_it(
     client: TestClient, store: Store, people: dict[str, int]
 ) -> None:
-    url = f"/u/{token(people['jo@corp.test'])}"
+    url = f"/u/{token(store, people['jo@corp.test'])}"
     done = client.post(url, data={"action": "unsubscribe"})
     assert done.status_code == 200 and "You are unsubscribed" in done.text
     assert 'value="resubscribe"' in done.text
     assert status_of(store, "jo@corp.test") == "unsubscribed"
-    assert client.post(url, data={"action": "unsubscribe"}).status_code == 200  # harmless
-    back = client.post(url, data={"action": "resubscribe"})
+    again = client.post(url, data={"action": "unsubscribe"})  # harmless: a double click
+    assert again.status_code == 200 and undo_of(again.text) == undo_of(done.text)
+    back = client.post(url, data={"action": "resubscribe", "undo": undo_of(done.text)})
     assert "Welcome back" in back.text and status_of(store, "jo@corp.test") == "active"
     with store.Session() as session:
         person = subs.get_subscriber(session, "jo@corp.test")
@@ -96,7 +108,7 @@ def test_post_unsubscribes_then_resubscribe_undoes_it(
 def test_rfc8058_one_click_post_from_anywhere(
     client: TestClient, store: Store, people: dict[str, int]
 ) -> None:
-    url = f"/u/{token(people['kai@corp.test'])}"
+    url = f"/u/{token(store, people['kai@corp.test'])}"
     reply = client.post(
         url,
         content=b"List-Unsubscribe=One-Click",
@@ -123,14 +135,14 @@ def test_rfc8058_one_click_post_from_anywhere(
 def test_every_bad_token_gets_the_same_404(
     client: TestClient, store: Store, people: dict[str, int]
 ) -> None:
-    good = token(people["jo@corp.test"])
+    good = token(store, people["jo@corp.test"])
     head, sig = good.split("-", 1)
     bad = [
         good[:-3],  # truncated
         head + "-" + ("A" if sig[0] != "A" else "B") + sig[1:],  # altered
-        token(999),  # a valid signature for nobody
-        token(people["jo@corp.test"], purpose="confirm"),  # another purpose
-        token(people["jo@corp.test"], secret="another-secret-0123456789abcdef"),
+        token(store, 999),  # a valid signature for nobody
+        token(store, people["jo@corp.test"], purpose="confirm"),  # another purpose
+        token(store, people["jo@corp.test"], secret="another-secret-0123456789abcdef"),
         "garbage",
         "%00%ff",
         "x" * 5000,  # very long
@@ -144,7 +156,7 @@ def test_every_bad_token_gets_the_same_404(
             assert reply.status_code == 404, value
             assert reply.text == reference.text
     # another subscriber's token acts on that subscriber only, never on jo
-    client.post(f"/u/{token(people['kai@corp.test'])}", data={"action": "unsubscribe"})
+    client.post(f"/u/{token(store, people['kai@corp.test'])}", data={"action": "unsubscribe"})
     assert status_of(store, "jo@corp.test") == "active"
     assert client.get("/nowhere").status_code == 404
     assert client.put(f"/u/{good}").status_code == 404

@@ -7,7 +7,9 @@ import uvicorn
 
 from digest_mailer.cli.state import err, state
 from digest_mailer.tokens import signing_secret
-from digest_mailer.web import create_app
+from digest_mailer.web import create_app, server_config
+
+STARTUP_FAILURE = 3  # uvicorn's code when it cannot listen
 
 
 def register(app: typer.Typer) -> None:
@@ -29,5 +31,11 @@ def serve(
     st = state(ctx)
     secret = signing_secret(st.config)
     application = create_app(st.store(), st.config, secret)
+    server = uvicorn.Server(server_config(application, host, port))
     err.print(f"serving on http://{host}:{port} (Ctrl-C stops)", markup=False)
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        raise typer.Exit(STARTUP_FAILURE)
