@@ -178,9 +178,20 @@ def set_status(
 def remove_subscriber(
     session: Session, address: str, *, reason: str = "", actor: str = "cli"
 ) -> tuple[Subscriber, bool]:
-    """Mark a subscriber unsubscribed (history kept); returns (subscriber, changed)."""
-    subscriber = get_subscriber(session, address)
+    """Mark a subscriber unsubscribed (history kept); returns (subscriber, changed).
+
+    Staff removing somebody already unsubscribed (on the web, say) is recorded too, as an
+    event (kind ``removed``) naming the status: it ends the reader's 30-minute "Resubscribe" undo, which
+    only works while the web unsubscribe is the latest status event. The row is locked
+    (PostgreSQL) so an undo cannot slip in between."""
+    found = get_subscriber(session, address)
+    subscriber = session.get(Subscriber, found.id, with_for_update=True, populate_existing=True)
+    assert subscriber is not None
     if subscriber.status == "unsubscribed":
+        detail = f"removal confirmed by staff: {reason or 'removed by staff'}"
+        record_event(session, subscriber, "removed", actor, detail, "unsubscribed", "unsubscribed")
+        if reason:
+            subscriber.unsubscribe_reason = reason
         return subscriber, False
     changed = set_status(
         session,

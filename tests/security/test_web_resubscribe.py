@@ -201,3 +201,22 @@ def test_a_one_click_unsubscribe_offers_no_undo(
     assert 'value="resubscribe"' not in page.text  # no button at all
     assert resubscribe(client, ana, None) == 410
     assert status_of(store, "ana@corp.test") == "unsubscribed"
+
+
+def test_staff_removing_a_reader_already_unsubscribed_ends_the_undo(
+    store: Store, config: Config, people: dict[str, Reader]
+) -> None:
+    """Jo unsubscribes on the page; staff then record "legal: do not contact" for the
+    already unsubscribed Jo. The Resubscribe button must not undo that decision."""
+    client = web(store, config)
+    jo = people["jo@corp.test"]
+    undo = unsubscribe(client, jo)
+    with store.Session.begin() as session:
+        _, changed = subs.remove_subscriber(session, "jo@corp.test", reason="legal: do not contact")
+    assert changed is False  # the status was already unsubscribed
+    assert resubscribe(client, jo, undo) == 410
+    assert status_of(store, "jo@corp.test") == "unsubscribed"
+    with store.Session() as session:
+        person = subs.get_subscriber(session, "jo@corp.test")
+        assert person.unsubscribe_reason == "legal: do not contact"
+        assert person.events[-1].actor == "cli"
