@@ -181,9 +181,9 @@ def remove_subscriber(
     """Mark a subscriber unsubscribed (history kept); returns (subscriber, changed).
 
     Staff removing somebody already unsubscribed (on the web, say) is recorded too, as an
-    event (kind ``removed``) naming the status: it ends the reader's 30-minute "Resubscribe" undo, which
-    only works while the web unsubscribe is the latest status event. The row is locked
-    (PostgreSQL) so an undo cannot slip in between."""
+    event (kind ``removed``) naming the status: it ends the reader's 30-minute
+    "Resubscribe" undo, which only works while the web unsubscribe is the latest status
+    event. The row is locked (PostgreSQL) so an undo cannot slip in between."""
     found = get_subscriber(session, address)
     subscriber = session.get(Subscriber, found.id, with_for_update=True, populate_existing=True)
     assert subscriber is not None
