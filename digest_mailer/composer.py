@@ -446,7 +446,7 @@ def compose_file(
 def write_outputs(composed: ComposedIssue, out_dir: Path, preview: bytes) -> dict[str, Path]:
     """Write issue.html, issue.txt and preview.eml; each file appears whole or not at all."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise InputError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     written = {}

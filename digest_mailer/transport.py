@@ -36,6 +36,7 @@ point before the final dot, which exactly-once sending needs.
 
 import asyncio
 import base64
+import os
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
@@ -442,7 +443,7 @@ class FileTransport:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._count = 0
 
     async def send(
@@ -455,7 +456,9 @@ class FileTransport:
             return Outcome("cancelled", None, "not written: cancelled")
         self._count += 1
         path = self.folder / f"{self._count:06d}-{safe_file_name(wire.recipient)}.eml"
-        path.write_bytes(f"X-Envelope-From: <{wire.sender}>\r\n".encode() + data)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a person's mail
+        with os.fdopen(fd, "wb") as out:
+            out.write(f"X-Envelope-From: <{wire.sender}>\r\n".encode() + data)
         return Outcome("sent", 250, f"written to {path.name}")
 
     async def close(self) -> None:

@@ -80,3 +80,16 @@ def test_a_dkim_key_open_to_others_is_refused(tmp_path: Path, mode: int) -> None
     key.chmod(mode)
     with pytest.raises(SigningError, match=r"chmod 600"):
         load_private_key(key)
+
+
+def test_dry_run_messages_are_private(tmp_path: Path) -> None:
+    import asyncio
+
+    from digest_mailer.transport import FileTransport
+
+    folder = tmp_path / "dry" / "run"
+    transport = FileTransport(folder)
+    outcome = asyncio.run(transport.send("a@private.test", "b@private.test", b"Subject: x\r\n\r\n"))
+    assert outcome.kind == "sent"
+    assert _mode(folder) == 0o700
+    assert [_mode(f) for f in folder.iterdir()] == [0o600]
