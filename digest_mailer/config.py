@@ -8,11 +8,13 @@ current folder. Secrets never live in the file: only names of environment variab
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import make_url
@@ -272,7 +274,62 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
     check_database_url(source, config.database.url)
     for key in ADDRESS_KEYS:
         _check_address(source, key, getattr(config.newsletter, key))
+    _check_values(config)
     return config
+
+
+_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
+
+
+def _check_values(config: Config) -> None:
+    """Keys whose form is known: wrong ones are one line now, not a surprise later."""
+    where = f"{config.source}:"
+    nl = config.newsletter
+    if nl.public_url:
+        parts = urlsplit(nl.public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"{where} [newsletter] public_url must be the https:// address where "
+                f"`digest-mailer serve` is reached (e.g. https://digest.your-domain.org), "
+                f"got {nl.public_url!r}"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{where} [newsletter] public_url must have no ?query or #part")
+        if "\\" in nl.public_url or "@" in parts.netloc or any(c.isspace() for c in nl.public_url):
+            raise ConfigError(
+                f"{where} [newsletter] public_url must be a plain address (no user@, "
+                "backslash or spaces), got " + repr(nl.public_url)
+            )
+    if not _LIST_ID.fullmatch(nl.list_id) or len(nl.list_id) > 255:
+        raise ConfigError(
+            f"{where} [newsletter] list_id must be a dotted name such as "
+            f"digest.your-domain.org (RFC 2919), got {nl.list_id!r}"
+        )
+    for section, key in (("smtp", "port"), ("inbox", "imap_port")):
+        port = getattr(getattr(config, section), key)
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"{where} [{section}] {key} must be 1 to 65535, got {port}")
+    if not config.seed.list.strip():
+        raise ConfigError(f'{where} [seed] list must name a list, e.g. "seed"')
+    if config.dns.nameserver and not _nameserver_ok(config.dns.nameserver):
+        raise ConfigError(
+            f"{where} [dns] nameserver must be an IP address, optionally with a port "
+            f'("127.0.0.1:5353"), got {config.dns.nameserver!r}'
+        )
+
+
+def _nameserver_ok(value: str) -> bool:
+    host, port = value, "53"
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        host, _, port = value.rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return port.isdigit() and 1 <= int(port) <= 65535
 
 
 # The address keys of [newsletter]; reply_to and bounce_address may be empty.
@@ -307,11 +364,11 @@ def check_database_url(source: str, url: str) -> None:
     if scheme in ("postgres", "postgresql") or scheme.startswith("postgres"):
         if scheme != "postgresql+psycopg":
             fixed = parsed.set(drivername="postgresql+psycopg").render_as_string(
-                hide_password=False
+                hide_password=True  # the message may be pasted anywhere
             )
             raise ConfigError(
                 f"{where} uses {scheme}://, which this program does not load; write it as "
-                f"{fixed!r} (the psycopg 3 driver)"
+                f"{fixed!r} (the psycopg 3 driver; your password where *** is)"
             )
         return
     if scheme == "sqlite":
@@ -320,6 +377,13 @@ def check_database_url(source: str, url: str) -> None:
                 f"{where} must name a SQLite file, such as {SQLITE_EXAMPLE}; "
                 "an in-memory database would lose everything at exit"
             )
+        if parsed.host or parsed.query:
+            raise ConfigError(
+                f"{where} must be sqlite:///PATH (three slashes, then the file's path, no "
+                f"options), such as {SQLITE_EXAMPLE}; got {url!r}"
+            )
+        if url.rstrip().endswith(("/", "\\")) or parsed.database in (".", ".."):
+            raise ConfigError(f"{where} names a folder, not a file: add the file's name")
         return
     raise ConfigError(
         f"{where}: {scheme}:// is not supported; use SQLite ({SQLITE_EXAMPLE}) "
@@ -342,6 +406,9 @@ def placeholder_keys(config: Config) -> list[str]:
         domain = value.rpartition("@")[2].strip().lower().rstrip(".")
         if value and any(domain == d or domain.endswith("." + d) for d in EXAMPLE_DOMAINS):
             found.append(f"[newsletter] {key} ({value})")
+    list_id = config.newsletter.list_id.lower()
+    if any(list_id == d or list_id.endswith("." + d) for d in EXAMPLE_DOMAINS):
+        found.append(f"[newsletter] list_id ({config.newsletter.list_id})")
     postal = config.newsletter.postal_address.strip()
     if not postal:
         found.append("[newsletter] postal_address (empty; the law wants one in every footer)")
@@ -361,7 +428,7 @@ def refuse_placeholders(config: Config) -> None:
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
-    if host.lower().rstrip(".") == "localhost":
+    if host.lower() == "localhost":  # not "localhost.": that one is asked of the DNS
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

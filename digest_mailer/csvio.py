@@ -29,7 +29,8 @@ from digest_mailer.addresses import _validate, display_name
 from digest_mailer.errors import InputError
 from digest_mailer.typos import address_typo
 
-MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTES = 50  # filled attributes per subscriber
+MAX_ATTRIBUTE_COLUMNS = 1000  # extra columns read from one file (an export has one per name)
 MAX_ATTRIBUTE_NAME = 100
 MAX_ATTRIBUTE_VALUE = 1000
 
@@ -330,7 +331,15 @@ def _attribute_columns(
             cut_to = f"cut to {MAX_ATTRIBUTE_NAME} characters"
             notes.append(Note(1, f"column {i + 1} header {name[:30]!r}… {cut_to}"))
             name = name[:MAX_ATTRIBUTE_NAME]
-        if len(columns.attributes) == MAX_ATTRIBUTES:
+        if columns.email is not None and keys[i] == keys[columns.email]:  # "email" twice
+            notes.append(
+                Note(1, f"column {i + 1} ({name!r}) is a second email column: its addresses "
+                     "are NOT imported as subscribers (only column "
+                     f"{(columns.email or 0) + 1}); they are kept as an attribute. Put "
+                     "each person on a row of their own to import them")
+            )  # fmt: skip
+            taken.add(header[columns.email or 0].strip())
+        if len(columns.attributes) == MAX_ATTRIBUTE_COLUMNS:
             over.append(name)
             continue
         if name in taken:  # a second "Phone": kept as "Phone 2"
@@ -344,7 +353,7 @@ def _attribute_columns(
     if over:
         shown = ", ".join(repr(n) for n in over[:5]) + (", …" if len(over) > 5 else "")
         shown = f"{len(over)} more not kept ({shown})"
-        notes.append(Note(1, f"only {MAX_ATTRIBUTES} extra columns are kept: {shown}"))
+        notes.append(Note(1, f"only {MAX_ATTRIBUTE_COLUMNS} extra columns are read: {shown}"))
 
 
 # --------------------------------------------------------------------------- reading
@@ -369,6 +378,7 @@ class _Reader:
     columns: _Columns | None = None
     cut: dict[str, list[int]] = field(default_factory=dict)  # attribute -> rows cut
     unnamed_rows: list[int] = field(default_factory=list)
+    over_rows: list[int] = field(default_factory=list)  # more than MAX_ATTRIBUTES filled
     fallback_rows: list[int] = field(default_factory=list)
 
     def read(self) -> ParsedCsv:
@@ -452,6 +462,9 @@ class _Reader:
                 self.cut.setdefault(attribute, []).append(row)
                 value = value[:MAX_ATTRIBUTE_VALUE]
             if value:
+                if len(attributes) == MAX_ATTRIBUTES:  # per person; empty cells do not count
+                    self.over_rows.append(row)
+                    break
                 attributes[attribute] = value
         if columns.unnamed and any(i < len(cells) and cells[i].strip() for i in columns.unnamed):
             self.unnamed_rows.append(row)
@@ -461,6 +474,11 @@ class _Reader:
 
     def _summarise(self) -> None:
         notes = self.parsed.notes
+        if self.over_rows:
+            notes.append(
+                Note(0, f"{len(self.over_rows)} row(s) have over {MAX_ATTRIBUTES} filled extra "
+                     f"columns: the first {MAX_ATTRIBUTES} are kept ({_rows(self.over_rows)})")
+            )  # fmt: skip
         for attribute, rows in self.cut.items():
             notes.append(
                 Note(0, f"column {attribute!r}: {len(rows)} value(s) longer than "
@@ -492,17 +510,26 @@ def _rows(rows: list[int]) -> str:
 # return. OWASP's advice: write it with a leading apostrophe, which spreadsheets show as
 # text; reading strips the apostrophe again, so export and import round-trip.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_RISKY = "=+-@\t\r"
 
 
 def spreadsheet_safe(value: object) -> str:
     """A cell as every CSV the tool writes holds it."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    # a cell that already starts with ' before a formula sign gets one more, which the
+    # import takes away again: "'=1+1" comes back as written
+    risky = text.startswith(FORMULA_STARTS) or _quoted(text)
+    return "'" + text if risky else text
+
+
+def _quoted(cell: str) -> bool:
+    """A ' before a formula sign or another ': what the import takes one ' from."""
+    return len(cell) > 1 and cell[0] == "'" and cell[1] in _RISKY + "'"
 
 
 def from_spreadsheet_safe(cell: str) -> str:
     """A cell read back: the apostrophe :func:`spreadsheet_safe` added is removed."""
-    return cell[1:] if cell.startswith("'") and cell[1:2] and cell[1] in "=+-@\t\r" else cell
+    return cell[1:] if _quoted(cell) else cell
 
 
 class SafeWriter:

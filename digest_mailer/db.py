@@ -157,12 +157,23 @@ def create_sqlite_folder(url: str) -> Path | None:
     if not file.parent.is_dir():
         file.parent.mkdir(parents=True, mode=0o700)
         created = file.parent
+    if file.is_dir():
+        raise StoreError(f"the database {file} is a folder: name a file in it")
     if not file.exists():
         os.close(os.open(file, os.O_CREAT | os.O_WRONLY, 0o600))
+    elif not _is_sqlite(file):
+        raise StoreError(f"{file} is not a SQLite database: check [database] url")
     for path in (file, Path(f"{file}-wal"), Path(f"{file}-shm"), Path(f"{file}-journal")):
-        if path.exists() and path.stat().st_mode & 0o077:
+        if path.is_file() and path.stat().st_mode & 0o077:
             path.chmod(0o600)
     return created
+
+
+def _is_sqlite(file: Path) -> bool:
+    """An empty file (made by an earlier init) or one with SQLite's header."""
+    with file.open("rb") as f:
+        head = f.read(16)
+    return head in (b"", b"SQLite format 3\x00")
 
 
 def _safe(engine: Engine) -> str:

@@ -70,12 +70,11 @@ def format_recipient(address: str, name: str = "") -> str:
     else:
         wire = wire_address(address)  # cached
         wire_text, utf8 = wire.text, wire.utf8
-    if name and not name.isascii():
-        # one encoded word when the line allows it (some parsers keep the space between
-        # encoded words, although RFC 2047 says to drop it); folded words otherwise
-        encoded = Header(name, "utf-8", header_name="To").encode(maxlinelen=900)
-        if "\n" in encoded or len(encoded) + len(wire_text) > 980:
-            encoded = Header(name, "utf-8", header_name="To").encode(maxlinelen=76, linesep="\r\n")
+    if name and (not name.isascii() or "=?" in name):
+        # encoded words of at most 75 characters (RFC 2047), folded; a name that looks
+        # like an encoded word itself is encoded too, so no reader decodes it into text
+        # the sender never wrote
+        encoded = Header(name, "utf-8", header_name="To").encode(maxlinelen=76, linesep="\r\n")
         return f"{encoded} <{wire_text}>"
     if not utf8:
         return formataddr((name, wire_text))
@@ -88,6 +87,9 @@ def one_click_allowed(public_url: str) -> bool:
     """RFC 8058 one-click (List-Unsubscribe-Post) only with an https link, or an http one
     to this machine for trials."""
     parts = urlsplit(public_url)
+    if "\\" in public_url or "@" in parts.netloc or any(c.isspace() for c in public_url):
+        # parsers disagree on such hosts
+        return False
     if parts.scheme == "https":
         return True
     return parts.scheme == "http" and is_loopback(parts.hostname or "")
@@ -96,9 +98,13 @@ def one_click_allowed(public_url: str) -> bool:
 def list_unsubscribe(unsubscribe_url: str, request_address: str) -> str:
     """``List-Unsubscribe``: the one-click https link (when there is one) and a mailto."""
     mailto = f"<mailto:{request_address}?subject=unsubscribe>"
-    if unsubscribe_url.startswith("https://") or unsubscribe_url.startswith("http://"):
+    if _web_link(unsubscribe_url):
         return f"<{unsubscribe_url}>,\r\n {mailto}"
     return mailto
+
+
+def _web_link(url: str) -> bool:
+    return url[:8].lower().startswith(("https://", "http://"))
 
 
 def _qp(text: str) -> bytes:
@@ -184,6 +190,10 @@ class MessageTemplate:
         self._after_text, self._tail = rest.split(_HTML.encode() + b"\r\n")
         self._text = _Body.build(composed.text)
         self._html = _Body.build(composed.html)
+        # RFC 8058: the Post header only beside an http(s) link in List-Unsubscribe (a test
+        # copy to an address that is no subscriber has the mailto alone)
+        post = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        self._after_unsub_mailto_only = self._after_unsub.replace(post, b"", 1)
 
     def unsubscribe_target(self, token_url: str | None) -> str:
         """The link readers click: the signed web link, else the mailto request."""
@@ -205,7 +215,7 @@ class MessageTemplate:
                 list_unsubscribe(unsubscribe_url, self.config.newsletter.request_address).encode(
                     "ascii"
                 ),
-                self._after_unsub,
+                self._after_unsub if _web_link(unsubscribe_url) else self._after_unsub_mailto_only,
                 self._text.render(unsubscribe_url),
                 self._after_text,
                 self._html.render(html.escape(unsubscribe_url, quote=True)),

@@ -179,6 +179,7 @@ class SendPlan:
     recovered_uncertain: list[str] = field(default_factory=list)
     requeued_uncertain: int = 0
     notes: list[str] = field(default_factory=list)
+    audiences: list[str] = field(default_factory=list)  # before this send
 
 
 def prepare_send(
@@ -207,7 +208,8 @@ def prepare_send(
     notes: list[str] = []
     resuming = issue.state in ("sending", "paused", "sent")
     audience = audience.resolve(session) if audience is not None else Audience().resolve(session)
-    new_audience = audience.line not in issue.audiences.splitlines()
+    earlier_audiences = issue.audiences.splitlines()
+    new_audience = audience.line not in earlier_audiences
     if resuming and issue.fingerprint != composed.fingerprint:
         if not allow_changed:
             raise SendRefused(
@@ -274,6 +276,7 @@ def prepare_send(
         recovered,
         requeued,
         notes,
+        earlier_audiences,
     )
 
 

@@ -237,12 +237,16 @@ def dns_txt_value(public_key: rsa.RSAPublicKey) -> str:
 
 def generate_key(selector: str, domain: str, out_dir: Path) -> GeneratedKey:
     """Write ``SELECTOR.private.pem`` (mode 0600) and ``SELECTOR.public.pem`` into
-    ``out_dir``; never overwrites a key."""
+    ``out_dir`` (created 0700 when missing); never overwrites a key."""
     _check_names(selector, domain)
     private_path = out_dir / f"{selector}.private.pem"
     public_path = out_dir / f"{selector}.public.pem"
-    if not out_dir.is_dir():
+    if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # keys live in a private folder
+    except OSError as exc:
+        raise InputError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     for path in (private_path, public_path):
         if path.exists():
             raise InputError(f"{path} already exists; a DKIM key is never overwritten")

@@ -30,9 +30,18 @@ def weak_secret(secret: str) -> str | None:
     """Why ``secret`` is too weak to sign links, or None."""
     if len(secret) < MIN_SECRET_CHARS:
         return f"it has {len(secret)} characters, fewer than {MIN_SECRET_CHARS}"
-    for period in range(1, 9):
-        if all(secret[i] == secret[i % period] for i in range(len(secret))):
+    if "," in secret or ";" in secret:
+        return "it holds a comma or semicolon: separate several secrets with spaces"
+    head = secret[:256]  # bounded work whatever the variable holds
+    n = len(head)
+    for period in range(1, n // 3 + 1):
+        # a pattern repeated at least three times, a character or two aside
+        same = sum(head[i] == head[i - period] for i in range(period, n))
+        if same >= 0.9 * (n - period):
             return f"it repeats a pattern of {period} character(s)"
+    steps = sum(abs(ord(head[i]) - ord(head[i - 1])) <= 1 for i in range(1, n))
+    if steps >= 0.8 * (n - 1):
+        return "it is mostly a run of neighbouring characters (abcd…, 1234…)"
     if len(set(secret)) < 8:
         return f"it uses only {len(set(secret))} different characters"
     return None

@@ -203,7 +203,10 @@ class SMTPTransport:
                         raise _Lost("connection closed by the server")
                     if len(line) < 4 or not line[:3].isdigit():
                         raise _Lost(f"not an SMTP reply: {line[:80]!r}")
-                    lines.append(line[4:].strip().decode("utf-8", "replace"))
+                    text = line[4:].strip().decode("utf-8", "replace")
+                    # a server's words reach terminals and spreadsheets: no escape codes,
+                    # no control characters
+                    lines.append("".join(c if c.isprintable() else " " for c in text))
                     if line[3:4] != b"-":
                         self._lines = lines
                         return int(line[:3]), " ".join(lines)[:500]

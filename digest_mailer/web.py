@@ -304,7 +304,7 @@ class WebApp:
 
     # -- confirmations
     def _confirmation(self, session: Any, token: str) -> Confirmation | None:
-        if not CONFIRM_TOKEN.match(token.lower()):
+        if not CONFIRM_TOKEN.fullmatch(token):  # one form: lower-case hex, as sent
             return None
         return session.scalars(
             select(Confirmation).where(Confirmation.token_hash == token_hash(token))
@@ -327,7 +327,8 @@ class WebApp:
 
     async def confirm_post(self, request: Request) -> Response:
         token = request.path_params["token"]
-        if not CONFIRM_TOKEN.match(token.lower()):  # the body is never read
+        # one form, lower-case hex as sent; the body is never read
+        if not CONFIRM_TOKEN.fullmatch(token):
             return self.not_found()
         return await run_in_threadpool(self._confirm, token)
 
@@ -502,8 +503,14 @@ class _Exchange:
         if self.deadline is None:
             self.deadline = anyio.current_time() + self.guard.body_timeout
         message: Message | None = None
-        with anyio.move_on_after(max(0.0, self.deadline - anyio.current_time())):
-            message = await self._receive()
+        # waiting for a client's bytes holds no request slot: the slots bound the work the
+        # server does (database, threads); a slow body only holds its connection (capped)
+        self.guard.in_flight -= 1
+        try:
+            with anyio.move_on_after(max(0.0, self.deadline - anyio.current_time())):
+                message = await self._receive()
+        finally:
+            self.guard.in_flight += 1
         if message is None:
             await self.answer(408, "Request Timeout\n")
             return {"type": "http.disconnect"}

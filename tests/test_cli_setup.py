@@ -102,3 +102,41 @@ def test_the_newsletter_config_of_the_tests_is_not_a_placeholder(
     issue = tmp_path / "vol-3.1.txt"
     shutil.copy(ISSUE, issue)
     assert "1 of 1 accepted" in cli.ok("send", str(issue), "--test").stdout
+
+
+@pytest.mark.parametrize("target", ["folder", "csv"])
+def test_init_on_a_url_naming_something_else_changes_nothing(tmp_path: Path, target: str) -> None:
+    (tmp_path / "data").mkdir(mode=0o755)
+    (tmp_path / "data").chmod(0o755)
+    members = tmp_path / "members.csv"
+    members.write_text("email\nana@lab.test\n")
+    members.chmod(0o644)
+    name = "data/sub" if target == "folder" else "members.csv"
+    if target == "folder":
+        (tmp_path / "data" / "sub").mkdir()
+        (tmp_path / "data" / "sub").chmod(0o755)
+    (tmp_path / "config.toml").write_text(f'[database]\nurl = "sqlite:///{name}"\n')
+    result = Cli(tmp_path / "config.toml")("init")
+    assert result.exit_code == 3, result.output
+    assert "is a folder" in result.stderr or "is not a SQLite database" in result.stderr
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o755
+    assert members.stat().st_mode & 0o777 == 0o644 and members.read_text().startswith("email")
+    if target == "folder":
+        assert (tmp_path / "data" / "sub").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_test_send_to_a_large_seed_list_asks_first(
+    tmp_path: Path, database_url: str, smtp_server: SMTPServer, send_env
+) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(
+        tmp_path / "config.toml", database_url, NEWSLETTER + smtp_section(smtp_server.port)
+    )
+    cli = Cli(config)
+    cli.ok("init")
+    cli.ok("subscribers", "add", *[f"s{i}@corp.test" for i in range(12)], "--list", "seed")
+    issue = tmp_path / "vol-3.1.txt"
+    shutil.copy(ISSUE, issue)
+    declined = cli("send", str(issue), "--test", input="n\n")
+    assert declined.exit_code == 1 and "to 12 addresses on the seed list 'seed'" in declined.output
+    assert smtp_server.handler.received == []
+    assert "12 of 12 accepted" in cli.ok("send", str(issue), "--test", "--yes").stdout

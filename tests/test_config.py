@@ -146,7 +146,7 @@ def test_example_config_parses_and_documents_every_key() -> None:
         ),
         (
             '[database]\nurl = "postgresql://digest:pw@db.lab.test:5433/digest"',
-            "write it as 'postgresql+psycopg://digest:pw@db.lab.test:5433/digest'",
+            "write it as 'postgresql+psycopg://digest:***@db.lab.test:5433/digest'",
         ),
         (
             '[database]\nurl = "postgresql+psycopg2://digest@db.lab.test/digest"',
@@ -183,6 +183,7 @@ def test_placeholders_of_the_example_config_are_named() -> None:
     assert [k.split(" (")[0] for k in keys] == [
         "[newsletter] from_address",
         "[newsletter] request_address",
+        "[newsletter] list_id",
         "[newsletter] postal_address",
     ]
     with pytest.raises(ConfigError, match=r"set your own value for \[newsletter\] from_address"):
@@ -191,9 +192,54 @@ def test_placeholders_of_the_example_config_are_named() -> None:
     real = parse_config(
         '[newsletter]\nfrom_address = "digest@policy-lab.test"\n'
         'request_address = "digest@policy-lab.test"\n'
+        'list_id = "digest.policy-lab.test"\n'
         'postal_address = "Policy Lab, 4 Harbour Row, Portsea"',
         "config.toml",
         Path("/srv"),
     )
     assert placeholder_keys(real) == []
     refuse_placeholders(real)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[newsletter]\npublic_url = "news.policy-lab.test"', "public_url must be the https://"),
+        ('[newsletter]\npublic_url = "javascript:alert(1)"', "public_url must be the https://"),
+        ('[newsletter]\npublic_url = "https://x.test/?a=1"', "no ?query"),
+        ('[newsletter]\nlist_id = "my list <x>"', "list_id must be a dotted name"),
+        ("[smtp]\nport = 99999", "[smtp] port must be 1 to 65535"),
+        ('[seed]\nlist = " "', "[seed] list must name a list"),
+        ('[dns]\nnameserver = "not-an-ip"', "[dns] nameserver must be an IP address"),
+        ('[database]\nurl = "sqlite://subscribers/digest.db"', "three slashes"),
+        ('[database]\nurl = "sqlite:///digest.db?mode=ro"', "three slashes"),
+        ('[database]\nurl = "sqlite:///subscribers/"', "names a folder"),
+        ('[database]\nurl = "sqlite:///."', "names a folder"),
+    ],
+)
+def test_values_of_known_form_are_checked_on_load(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "site.toml", Path("/srv"))
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_rejected_postgres_url_does_not_echo_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            '[database]\nurl = "postgres://digest:S3cretPassw0rd@db.lab.test/digest"',
+            "site.toml",
+            Path("/srv"),
+        )
+    assert "S3cretPassw0rd" not in str(caught.value)
+    assert "postgresql+psycopg://digest:***@db.lab.test/digest" in str(caught.value)
+
+
+def test_good_forms_pass() -> None:
+    for text in (
+        '[newsletter]\npublic_url = "https://digest.lab.test/news"',
+        '[newsletter]\npublic_url = "http://127.0.0.1:8000"',
+        '[dns]\nnameserver = "::1"',
+        '[dns]\nnameserver = "127.0.0.1:5353"',
+        '[newsletter]\nlist_id = "weekly.transit-lab.test"',
+    ):
+        parse_config(text, "site.toml", Path("/srv"))

@@ -97,6 +97,7 @@ def edits(smtp_port: int) -> dict[str, dict[str, object]]:
         "newsletter": {
             "from_address": "digest@policy-lab.test",
             "request_address": "digest@policy-lab.test",
+            "list_id": "digest.policy-lab.test",
             "postal_address": "Policy Lab, 4 Quay Street, Bristol",
         },
         "smtp": {

@@ -257,3 +257,22 @@ def test_a_dead_process_on_this_host_frees_the_issue_at_once(store) -> None:  # 
     with store.Session() as session:
         gone = session.get(SendWorker, f"{lease.host_name()}-{dead.pid}")
         assert gone.state == "lost"
+
+
+def test_a_long_address_drops_columns_before_anything_is_cut() -> None:
+    from digest_mailer.cli import tables
+
+    long = "a-very-long-local-part-of-an-address.with.dots@a-long-subdomain.of.a-domain.test"
+    columns = [
+        tables.Column("address", [long, "bo@corp.test"]),
+        tables.Column("state", ["failed", "sent"]),
+        tables.Column("tries", ["1", "1"], "optional", "right"),
+        tables.Column("code", ["550", "250"], align="right"),
+        tables.Column("time (UTC)", ["2026-12-02 08:32"] * 2, "optional"),
+        tables.Column("reply", ["5.1.1 no such user here, really", "2.0.0 Accepted"], "flex"),
+        tables.Column("message id", ["<x@y>", "<z@y>"], "optional"),
+    ]
+    lines = tables.fit(columns, 120)
+    assert all(len(line) <= 120 for line in lines), lines
+    assert lines[0].split() == ["address", "state", "code", "reply"]
+    assert lines[1].startswith(long) and "550" in lines[1]

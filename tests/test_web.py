@@ -189,6 +189,11 @@ def test_confirmation_pages(client: TestClient, store: Store, config) -> None:  
     expired = client.post(f"/c/{old}")
     assert expired.status_code == 410 and "write to" in expired.text
     assert status_of(store, "new@corp.test") == "pending"
+    # one canonical form: an upper-cased token is no token (it used to say "You are
+    # subscribed" while nothing changed)
+    assert client.get(f"/c/{fresh.upper()}").status_code == 404
+    assert client.post(f"/c/{fresh.upper()}").status_code == 404
+    assert status_of(store, "new@corp.test") == "pending"
     done = client.post(f"/c/{fresh}")
     assert done.status_code == 200 and "You are subscribed" in done.text
     assert status_of(store, "new@corp.test") == "active"

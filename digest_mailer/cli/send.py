@@ -65,7 +65,8 @@ def send(
         bool, typer.Option("--test", help="Send [TEST] copies to the seed list.")
     ] = False,
     to: Annotated[
-        list[str] | None, typer.Option("--to", help="With --test: send to this address instead.")
+        list[str] | None,
+        typer.Option("--to", help="With --test: send to this address instead.", metavar="ADDRESS"),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     dry_run: Annotated[
@@ -136,7 +137,7 @@ def send(
     findings = lint(composed) + lint_config(config)
     print_findings(findings, summary_for=None if verbose else issue_file)
     if test:
-        _test_send(st, composed, secret, to or [])
+        _test_send(st, composed, secret, to or [], yes)
         return
     if dry_run is not None:
         with st.transaction(dry_run=True) as session:
@@ -161,6 +162,8 @@ def send(
             preview = sender.prepare_send(session, composed, **options)
         if preview.queued:
             verb = "Resume sending" if preview.resuming else "Send"
+            if preview.resuming and audience.line not in preview.audiences:
+                verb = "Send"  # a new audience for an issue sent before
             typer.confirm(
                 f"{verb} {preview.subject!r} (issue {preview.issue_id}) to {preview.queued} "
                 f"recipient(s) ({audience.line}) through {settings.where}?",
@@ -202,8 +205,20 @@ def send(
         )
 
 
-def _test_send(st, composed, secret: bytes, to: list[str]) -> None:  # type: ignore[no-untyped-def]
+SEED_QUESTION = 10  # a test send to more addresses than this asks first
+
+
+def _test_send(st, composed, secret: bytes, to: list[str], yes: bool) -> None:  # type: ignore[no-untyped-def]
     transport = SMTPTransport(SMTPSettings.from_config(st.config))
+    if not yes and not to:
+        with st.transaction(dry_run=True) as session:
+            count = len(sender.test_recipients(session, st.config, to))
+        if count > SEED_QUESTION:  # a seed list that grew by mistake (an import to it)
+            typer.confirm(
+                f"Send [TEST] copies to {count} addresses on the seed list "
+                f"{st.config.seed.list!r}?",
+                abort=True,
+            )
     with st.transaction() as session:
         recipients = sender.test_recipients(session, st.config, to)
         results = sender.test_send(session, composed, st.config, transport, secret, recipients)
@@ -371,9 +386,11 @@ def log(
     columns = [
         tables.Column("address", values("address")),
         tables.Column("state", values("state")),
-        tables.Column("tries", values("attempts"), align="right"),
+        tables.Column("tries", values("attempts"), "optional", "right"),
         tables.Column("code", values("code"), align="right"),
-        tables.Column("time (UTC)", [str(r["time"])[:16].replace("T", " ") for r in rows]),
+        tables.Column(
+            "time (UTC)", [str(r["time"])[:16].replace("T", " ") for r in rows], "optional"
+        ),
         tables.Column("reply", values("message"), "flex"),
         tables.Column("message id", values("message_id"), "optional"),
     ]

@@ -71,3 +71,13 @@ def test_long_names_go_through_a_server_that_enforces_line_limits(
     result = cli("send", str(DRAFT), "--test")
     assert result.exit_code == 0, result.output
     assert len(smtp_server.handler.received) == 2  # aiosmtpd refuses lines over 1001
+
+
+def test_a_name_that_looks_like_an_encoded_word_is_encoded() -> None:
+    """Typed as a name, "=?utf-8?q?Admin_<admin@evil.test>?=" must not reach a reader's
+    client as text it decodes into another address."""
+    header = format_recipient("ana@lab.test", "=?utf-8?q?Admin_<admin@evil.test>?=")
+    assert "=?utf-8?q?Admin" not in header
+    decoded = str(make_header(decode_header(header)))
+    assert decoded.endswith("<ana@lab.test>") and "=?utf-8?q?Admin_" in decoded
+    assert all(len(word) <= 75 for word in header.replace("\r\n", " ").split())

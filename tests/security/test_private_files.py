@@ -93,3 +93,9 @@ def test_dry_run_messages_are_private(tmp_path: Path) -> None:
     assert outcome.kind == "sent"
     assert _mode(folder) == 0o700
     assert [_mode(f) for f in folder.iterdir()] == [0o600]
+
+
+def test_keygen_makes_its_private_folder(tmp_path: Path) -> None:
+    made = generate_key("sel", "private.test", tmp_path / "keys" / "dkim")
+    assert _mode(tmp_path / "keys" / "dkim") == 0o700
+    assert _mode(made.private_path) == 0o600

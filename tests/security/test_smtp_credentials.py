@@ -76,7 +76,6 @@ def test_the_send_command_refuses_before_connecting(
         ("http://127.0.0.1:8000", True),
         ("http://localhost:8000", True),
         ("http://[::1]:8000", True),
-        ("ftp://digest.lab.test", False),
     ],
 )
 def test_one_click_only_with_https(url: str, allowed: bool) -> None:
@@ -99,3 +98,36 @@ def test_one_click_only_with_https(url: str, allowed: bool) -> None:
 
 def test_no_public_url_no_warning() -> None:
     assert lint.lint_config(Config(newsletter=NewsletterConfig(public_url=""))) == []
+
+
+@pytest.mark.parametrize(
+    "url", ["http://evil.test\\@127.0.0.1", "http://user@127.0.0.1", "https://a b.test"]
+)
+def test_a_public_url_parsers_disagree_on_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="public_url must be a plain address"):
+        parse_config(f'[newsletter]\npublic_url = "{url}"\n'.replace("\\", "\\\\"), "c", Path("/"))
+    assert not one_click_allowed(url)
+
+
+def test_localhost_with_a_dot_is_not_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DM_SMTP_PW", "hunter2-hunter2")
+    smtp = SmtpConfig(host="localhost.", security="none", username="d", password_env="DM_SMTP_PW")
+    with pytest.raises(ConfigError, match="in clear text"):
+        SMTPSettings.from_config(Config(smtp=smtp))
+
+
+def test_no_post_header_without_a_web_link() -> None:
+    """A test copy to an address that is no subscriber carries the mailto alone: then no
+    List-Unsubscribe-Post either (RFC 8058)."""
+    config = parse_config(
+        '[newsletter]\npublic_url = "https://d.lab.test"\npostal_address = "Lab, 1 Row"\n',
+        "c.toml",
+        Path("/srv"),
+    )
+    composed = composer.compose(parse_issue(DRAFT.read_text("utf-8"), DRAFT), config)
+    template = MessageTemplate(composed, config)
+    mailto = template.unsubscribe_target(None)
+    data = template.render("x@lab.test", "", "<m@lab.test>", mailto)
+    assert b"List-Unsubscribe-Post" not in data and b"List-Unsubscribe: <mailto:" in data
+    upper = template.render("x@lab.test", "", "<m@lab.test>", "HTTPS://d.lab.test/u/1-x")
+    assert b"List-Unsubscribe-Post" in upper and b"<HTTPS://d.lab.test/u/1-x>" in upper

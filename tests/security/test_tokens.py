@@ -81,7 +81,14 @@ def _config(monkeypatch: pytest.MonkeyPatch, value: str) -> Config:
         ("a" * 64, "repeats a pattern of 1 character"),
         ("abab" * 16, "repeats a pattern of 2 character"),
         ("secret12" * 6, "repeats a pattern of 8 character"),
-        ("0123456" * 5 + "65", "uses only 7 different characters"),
+        ("0123456" * 5 + "65", "repeats a pattern of 7 character"),
+        ("zqmkaawxazxaxqaammaqaxmawxaqkkxaxx", "uses only 7 different characters"),
+        ("0123456789" * 4, "repeats a pattern of 10 character"),
+        ("password" * 4 + "1", "repeats a pattern of 8 character"),
+        ("changeme-" * 3 + "changeme", "repeats a pattern of 9 character"),
+        ("abcdefghijklmnopqrstuvwxyzabcdef", "run of neighbouring characters"),
+        ("abcdefgh" * 4 + "1", "repeats a pattern of 8 character"),
+        ("a1b2c3d4e5f60718293a4b5c6d7e8f90,0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c", "with spaces"),
     ],
 )
 def test_weak_secrets_are_refused_in_one_line(
@@ -94,9 +101,13 @@ def test_weak_secrets_are_refused_in_one_line(
     assert value not in message  # the secret itself is never printed
 
 
-def test_a_random_secret_is_strong() -> None:
-    assert weak_secret("01234567" * 3 + "76543210" * 2) is None  # 8 characters, no period
+def test_random_secrets_are_strong() -> None:
+    import secrets
+
     assert weak_secret(NEW.decode()) is None
+    for n in range(32, 96):  # openssl rand -hex / -base64 style secrets are never refused
+        assert weak_secret(secrets.token_hex(n // 2 + 1)) is None
+        assert weak_secret(secrets.token_urlsafe(n)) is None
 
 
 def test_each_rotated_secret_must_be_strong(monkeypatch: pytest.MonkeyPatch) -> None:

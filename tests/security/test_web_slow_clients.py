@@ -237,3 +237,44 @@ def test_requests_beyond_the_cap_get_503() -> None:
     busy = answers[0][1]
     assert busy[b"connection"] == b"close"
     assert all(busy[name.lower().encode()] == value.encode() for name, value in HEADERS.items())
+
+
+def test_slow_bodies_hold_no_request_slot() -> None:
+    """A reader's own valid link posted one byte at a time must not use up the request
+    slots: waiting for a client's bytes holds its connection only."""
+    answers: list[int] = []
+
+    async def main() -> None:
+        async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+            if scope["path"] == "/slow":
+                await receive()  # the body never comes
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        guard = Guard(app, max_in_flight=2, body_timeout=1.0)
+
+        async def request(path: str, body_never_comes: bool) -> None:
+            async def receive() -> dict[str, object]:
+                if body_never_comes:
+                    await anyio.sleep(30)
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict[str, object]) -> None:
+                if message["type"] == "http.response.start":
+                    answers.append(message["status"])  # type: ignore[arg-type]
+
+            headers = [(b"content-length", b"100")] if body_never_comes else []
+            scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+            await guard(scope, receive, send)
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(5):  # more slow bodies than slots
+                tasks.start_soon(request, "/slow", True)
+            await anyio.sleep(0.2)
+            with anyio.fail_after(0.5):
+                await request("/fast", False)  # answered at once, not 503
+        assert guard.in_flight == 0
+
+    anyio.run(main)
+    assert answers[0] == 200  # the fast request, while five bodies were pending
+    assert sorted(answers[1:]) == [408] * 5
