@@ -288,7 +288,11 @@ class _Columns:
         return " ".join(p for p in (cell(self.first), cell(self.last)) if p)
 
 
-def _find_columns(first_row: list[str], path: Path, notes: list[Note]) -> _Columns:
+def _find_columns(
+    first_row: list[str], path: Path, notes: list[Note], sample: list[list[str]] | None = None
+) -> _Columns:
+    """The columns, from the header; failing that (a header in another language: "Adresse
+    e-mail", "Correo electrónico", "メールアドレス"), from the content of the rows below."""
     keys = [_header_key(c) for c in first_row]
 
     def find(names: set[str]) -> int | None:
@@ -305,11 +309,31 @@ def _find_columns(first_row: list[str], path: Path, notes: list[Note]) -> _Colum
     if with_at:  # no header row: the column holding addresses, the next non-empty is the name
         others = [i for i, cell in enumerate(first_row) if i != with_at[0] and cell.strip()]
         return _Columns(with_at[0], others[0] if others else None, header=False)
+    by_content = _email_column_by_content(len(first_row), sample or [])
+    if by_content is not None:
+        notes.append(
+            Note(1, f"column {by_content + 1} ({first_row[by_content].strip()!r}) holds the "
+                 "addresses: found by its content, its header is not one this importer knows")
+        )  # fmt: skip
+        columns = _Columns(by_content, find(NAME_HEADERS), find(FIRST_HEADERS), find(LAST_HEADERS))
+        _attribute_columns(columns, first_row, keys, notes)
+        return columns
     shown = ", ".join(repr(c) for c in first_row) or "nothing"
     raise InputError(
         f"{path} has no email column: expected a header such as 'email', 'e-mail' or "
         f"'Email Address' (first row has {shown}); nothing was imported"
     )
+
+
+def _email_column_by_content(width: int, sample: list[list[str]]) -> int | None:
+    """The one column where most filled cells of the sample rows look like addresses."""
+    best: list[int] = []
+    for i in range(width):
+        cells = [r[i].strip() for r in sample if i < len(r) and r[i].strip()]
+        looks = sum("@" in c and "." in c.rpartition("@")[2] and " " not in c for c in cells)
+        if cells and looks >= max(1, 0.6 * len(cells)):
+            best.append(i)
+    return best[0] if len(best) == 1 else None
 
 
 def _attribute_columns(
@@ -379,11 +403,18 @@ class _Reader:
     cut: dict[str, list[int]] = field(default_factory=dict)  # attribute -> rows cut
     unnamed_rows: list[int] = field(default_factory=list)
     over_rows: list[int] = field(default_factory=list)  # more than MAX_ATTRIBUTES filled
+    sample: list[list[str]] = field(default_factory=list)
     fallback_rows: list[int] = field(default_factory=list)
 
     def read(self) -> ParsedCsv:
         lines = self.decoded.lines
-        reader = csv.reader(iter(lines), delimiter=sniff_delimiter(lines[:50]))
+        delimiter = sniff_delimiter(lines[:50])
+        # the rows under the header, for a header no name matches (read again below)
+        try:
+            self.sample = [r for r in csv.reader(lines[1:41], delimiter=delimiter) if any(r)]
+        except csv.Error:  # a quoted cell cut by the sample's end: no sample, no guess
+            self.sample = []
+        reader = csv.reader(iter(lines), delimiter=delimiter)
         row = line = 0
         try:
             for cells in reader:
@@ -411,7 +442,7 @@ class _Reader:
             return
         if self.columns is None:
             try:
-                self.columns = _find_columns(cells, self.path, self.parsed.notes)
+                self.columns = _find_columns(cells, self.path, self.parsed.notes, self.sample)
             except InputError:
                 if not bad:
                     raise

@@ -542,3 +542,29 @@ def test_columns_the_importer_does_not_read_are_kept(store: Store, tmp_path: Pat
         ana = subs.subscriber_dict(subs.get_subscriber(session, "ana@corp.test"))
     assert (ana["name"], ana["status"], ana["lists"]) == ("Ana Lima", "active", [])
     assert ana["attributes"] == {"Address": "9 Depot Road", "E-mail 2": "ana@home.test"}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Adresse e-mail;Nom",
+        "Correo electrónico;Nombre",
+        "メールアドレス;名前",
+        "Your email address;Name",
+    ],
+)
+def test_a_header_in_another_language_is_found_by_its_content(
+    store: Store, tmp_path: Path, header: str
+) -> None:
+    rows = "zoe@corp.test;Zoé\nyann@corp.test;Yann\nxu@corp.test;Xu\n"
+    path = write(tmp_path / "in.csv", f"{header}\n{rows}")
+    with store.Session.begin() as session:
+        report = subs.import_csv(session, path, allow_test_domains=True)
+    assert report.added == 3 and not report.invalid
+    assert any("found by its content" in n.message for n in report.notes)
+
+
+def test_two_columns_of_addresses_are_not_guessed(store: Store, tmp_path: Path) -> None:
+    path = write(tmp_path / "in.csv", "Adresse;Autre\na@corp.test;b@corp.test\n")
+    with store.Session.begin() as session, pytest.raises(InputError, match="no email column"):
+        subs.import_csv(session, path, allow_test_domains=True)
