@@ -3,6 +3,7 @@ for trying the tool, the demo, and the tests (aiosmtpd)."""
 
 import mailbox
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -41,6 +42,13 @@ class MaildirHandler:
 
 def start_capture(folder: Path, host: str = "127.0.0.1", port: int = 8025) -> Controller:
     """Start the capture server in a background thread; call ``.stop()`` to end it."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is not a folder: --maildir names the folder to store mail in")
+    try:  # a port in use is said at once (the server thread would only time out)
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     controller = Controller(
         MaildirHandler(folder),
         hostname=host,

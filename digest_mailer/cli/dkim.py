@@ -27,7 +27,7 @@ def keygen(
     """Make a 2048-bit RSA key pair: SELECTOR.private.pem (mode 0600) and
     SELECTOR.public.pem; never overwrites a key. Prints the DNS TXT record to publish.
 
-    Example: digest-mailer dkim keygen --selector digest2026 --domain example.org --out keys
+    Example: digest-mailer dkim keygen --selector d26 --domain lab.org --out k
     """
     key = generate_key(selector, domain, out_dir)
     out.print(f"wrote {key.private_path} (private, mode 0600) and {key.public_path}", markup=False)

@@ -56,7 +56,7 @@ def process(
     Without --mbox, --maildir or --imap, the [inbox] config decides. Processing the same
     messages again changes nothing.
 
-    Example: digest-mailer requests process --mbox requests.mbox --dry-run --json
+    Example: digest-mailer requests process --mbox in.mbox --dry-run --json
     """
     st = state(ctx)
     config = st.config
@@ -127,7 +127,7 @@ def resolve(
     """Settle a request held for review. Subscribe sends a confirmation (double opt-in);
     unsubscribe takes effect at once and is acknowledged.
 
-    Example: digest-mailer requests resolve 12 subscribe --address ana.new@corp.test
+    Example: digest-mailer requests resolve 12 subscribe --address ana@lab.org
     """
     st = state(ctx)
     make_transport = _smtp(st)  # a missing SMTP setting stops before anything changes

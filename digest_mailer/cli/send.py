@@ -116,7 +116,7 @@ def send(
     --worker, run the same command on several machines: they share the send through
     PostgreSQL.
 
-    Example: digest-mailer send vol-2.4.txt --test && digest-mailer send vol-2.4.txt
+    Example: digest-mailer send vol-2.4.txt --test  (then without --test)
     """
     st = state(ctx)
     config = st.config

@@ -15,7 +15,7 @@ from digest_mailer.models import STATUSES
 app = typer.Typer(
     rich_markup_mode=None,
     help="Add, remove, list, import and export subscribers.\n\n"
-    "Example: digest-mailer subscribers import members.csv --list board --dry-run",
+    "Example: digest-mailer subscribers import members.csv --list board",
     no_args_is_help=True,
 )
 
@@ -78,7 +78,7 @@ def add(
     Any invalid address refuses the whole command. An address whose domain looks like a
     typo of a big mail provider (gmail.con, hotmial.com) is added as written, with a warning.
 
-    Example: digest-mailer subscribers add ana@corp.test --name "Ana Lima" --list seed
+    Example: digest-mailer subscribers add ana@lab.org --name "Ana Lima"
     """
     st = state(ctx)
     with st.transaction() as session:
@@ -101,7 +101,7 @@ def remove(
 ) -> None:
     """Unsubscribe an address; the person and their history are kept.
 
-    Example: digest-mailer subscribers remove ana@corp.test --reason "asked by phone"
+    Example: digest-mailer subscribers remove ana@lab.org --reason "by phone"
     """
     with state(ctx).transaction() as session:
         subscriber, changed = subscribers.remove_subscriber(session, email, reason=reason)
@@ -119,7 +119,7 @@ def purge(
 ) -> None:
     """Erase a person and their history (for erasure requests). Cannot be undone.
 
-    Example: digest-mailer subscribers purge ana@corp.test --yes
+    Example: digest-mailer subscribers purge ana@lab.org --yes
     """
     if not yes:
         typer.confirm(f"Erase {email} and all of their history?", abort=True)
@@ -168,7 +168,7 @@ def show(
 ) -> None:
     """Show one subscriber: status, lists, attributes and the full history of changes.
 
-    Example: digest-mailer subscribers show ana@corp.test
+    Example: digest-mailer subscribers show ana@lab.org
     """
     with state(ctx).transaction() as session:
         subscriber = subscribers.get_subscriber(session, email)
@@ -244,7 +244,7 @@ def import_(
     nothing. Unsubscribed and bounced addresses stay so without --resubscribe. A domain
     that looks like a typo (gmail.con) is imported as written, with a warning.
 
-    Example: digest-mailer subscribers import members.csv --list board --dry-run
+    Example: digest-mailer subscribers import members.csv --dry-run
     """
     st = state(ctx)
     with st.transaction(dry_run=dry_run) as session:
