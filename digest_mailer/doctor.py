@@ -81,6 +81,7 @@ class _Context:
     config: Config
     _dns: "_Dns | None" = None
     dmarc_tags: dict[str, str] = field(default_factory=dict)
+    spf_found: bool = False  # the SPF check found one record
 
     @property
     def dns(self) -> "_Dns":
@@ -447,6 +448,7 @@ def check_spf(context: _Context) -> str:
     if len(records) > 1:
         detail = f"{len(records)} SPF records at {domain}; receivers treat that as an error"
         raise _Fail(detail, "merge them into one TXT record")
+    context.spf_found = True
     return f"{domain}: {records[0][:60]}"
 
 
@@ -471,6 +473,8 @@ def check_dmarc(context: _Context) -> str:
 def check_alignment(context: _Context) -> str:
     """DKIM d= or the SPF (envelope) domain within the From domain's organisational
     domain; the From domain itself when the DMARC record asks for strict alignment."""
+    if not context.dmarc_tags:
+        raise _Skip("no DMARC record was found to align with (see the dmarc line)")
     dkim = context.config.dkim
     domain, envelope = context.domain(), context.domain(envelope=True)
     org = _organisational(domain)
@@ -479,7 +483,8 @@ def check_alignment(context: _Context) -> str:
     aligned = []
     if signed and (signed == domain if strict["adkim"] else _within(signed, org)):
         aligned.append(f"DKIM d={signed}")
-    if envelope == domain if strict["aspf"] else _within(envelope, org):
+    spf_aligned = envelope == domain if strict["aspf"] else _within(envelope, org)
+    if spf_aligned and context.spf_found:  # an SPF record that was not found aligns nothing
         aligned.append(f"SPF {envelope}")
     if not aligned:
         mode = "strict" if any(strict.values()) else "relaxed"

@@ -250,6 +250,9 @@ def test_json_output(setup: Setup) -> None:
     imap = next(c for c in data if c["check"] == "imap")
     assert imap["ok"] is True and imap["detail"].startswith("skipped:")
     assert all(c["fix"] == "" for c in data if c["ok"])
+    # no DMARC record: nothing to be aligned with, so no ✓ "aligned" either
+    alignment = next(c for c in data if c["check"] == "dmarc-alignment")
+    assert alignment["detail"].startswith("skipped: no DMARC record"), alignment
 
 
 def other_dkim(records: dict, key: rsa.RSAPrivateKey) -> None:  # type: ignore[type-arg]
