@@ -1,6 +1,11 @@
 """Helpers the tests share (the guide: shared helpers live here, not in conftest)."""
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -60,3 +65,45 @@ def add_pending(session: Session, confirmations: dict[str, str]) -> None:
                 expires_at=now + timedelta(days=7),
             )
         )
+
+
+@contextmanager
+def serving(app: Any, **settings: Any) -> Iterator[int]:
+    """uvicorn in a thread with the settings `serve` uses (``settings`` overrides some,
+    e.g. a shorter header timeout), on a free loopback port; stopped on the way out."""
+    import uvicorn
+    from smtp_server import free_port
+
+    from digest_mailer.web import server_config
+
+    port = free_port()
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, **settings))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "the server did not stop"
+
+
+def newsletter_cli(tmp_path: Any, database_url: str, smtp_port: int) -> tuple[Any, Any]:
+    """An initialised store, the tests' newsletter config pointed at the SMTP server on
+    ``smtp_port``, and a copy of the sample issue: (the CLI runner, the issue file)."""
+    import shutil
+
+    from conftest import DATA, NEWSLETTER, Cli, smtp_section, write_config
+
+    config = write_config(
+        tmp_path / "config.toml", database_url, NEWSLETTER + smtp_section(smtp_port)
+    )
+    cli = Cli(config)
+    cli.ok("init")
+    issue = tmp_path / "vol-3.1.txt"
+    shutil.copy(DATA / "issues" / "digest-vol-3.1.txt", issue)
+    return cli, issue

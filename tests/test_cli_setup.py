@@ -5,7 +5,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import DATA, NEWSLETTER, Cli, smtp_section, write_config
+import support
+from conftest import DATA, Cli
 from smtp_server import SMTPServer
 
 ISSUE = DATA / "issues" / "digest-vol-3.1.txt"
@@ -93,14 +94,8 @@ def test_sends_refuse_the_example_values(
 def test_the_newsletter_config_of_the_tests_is_not_a_placeholder(
     tmp_path: Path, database_url: str, smtp_server: SMTPServer, send_env
 ) -> None:  # type: ignore[no-untyped-def]
-    config = write_config(
-        tmp_path / "config.toml", database_url, NEWSLETTER + smtp_section(smtp_server.port)
-    )
-    cli = Cli(config)
-    cli.ok("init")
+    cli, issue = support.newsletter_cli(tmp_path, database_url, smtp_server.port)
     cli.ok("subscribers", "add", "seed@corp.test", "--list", "seed")
-    issue = tmp_path / "vol-3.1.txt"
-    shutil.copy(ISSUE, issue)
     assert "1 of 1 accepted" in cli.ok("send", str(issue), "--test").stdout
 
 
@@ -128,14 +123,8 @@ def test_init_on_a_url_naming_something_else_changes_nothing(tmp_path: Path, tar
 def test_a_test_send_to_a_large_seed_list_asks_first(
     tmp_path: Path, database_url: str, smtp_server: SMTPServer, send_env
 ) -> None:  # type: ignore[no-untyped-def]
-    config = write_config(
-        tmp_path / "config.toml", database_url, NEWSLETTER + smtp_section(smtp_server.port)
-    )
-    cli = Cli(config)
-    cli.ok("init")
+    cli, issue = support.newsletter_cli(tmp_path, database_url, smtp_server.port)
     cli.ok("subscribers", "add", *[f"s{i}@corp.test" for i in range(12)], "--list", "seed")
-    issue = tmp_path / "vol-3.1.txt"
-    shutil.copy(ISSUE, issue)
     declined = cli("send", str(issue), "--test", input="n\n")
     assert declined.exit_code == 1 and "to 12 addresses on the seed list 'seed'" in declined.output
     assert smtp_server.handler.received == []

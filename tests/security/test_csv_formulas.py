@@ -4,10 +4,10 @@ of the export gives back the same text."""
 
 import csv
 import io
-import shutil
 from pathlib import Path
 
-from conftest import DATA, NEWSLETTER, Cli, smtp_section, write_config
+import support
+from conftest import Cli, write_config
 from hypothesis import given
 from hypothesis import strategies as st
 from smtp_server import SMTPServer
@@ -66,14 +66,8 @@ def test_an_export_neutralises_names_and_addresses_and_round_trips(
 def test_the_send_log_csv_neutralises_smtp_replies(
     tmp_path: Path, database_url: str, smtp_server: SMTPServer, send_env
 ) -> None:  # type: ignore[no-untyped-def]
-    config = write_config(
-        tmp_path / "c.toml", database_url, NEWSLETTER + smtp_section(smtp_server.port)
-    )
-    cli = Cli(config)
-    cli.ok("init")
+    cli, issue = support.newsletter_cli(tmp_path, database_url, smtp_server.port)
     cli.ok("subscribers", "add", "ana@formula.test", "bo@formula.test")
-    issue = tmp_path / "vol-3.1.txt"
-    shutil.copy(DATA / "issues" / "digest-vol-3.1.txt", issue)
     cli.ok("send", str(issue), "--yes", "--skip-test")
     store = db.open_store(database_url)
     with store.Session.begin() as session:  # a hostile server's reply text, as recorded

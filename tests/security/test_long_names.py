@@ -7,7 +7,8 @@ from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
-from conftest import NEWSLETTER, Cli, smtp_section, write_config
+import support
+from conftest import NEWSLETTER
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from smtp_server import SMTPServer
@@ -56,11 +57,7 @@ def test_any_name_folds(name: str) -> None:
 def test_long_names_go_through_a_server_that_enforces_line_limits(
     tmp_path: Path, database_url: str, smtp_server: SMTPServer, send_env
 ) -> None:  # type: ignore[no-untyped-def]
-    config = write_config(
-        tmp_path / "c.toml", database_url, NEWSLETTER + smtp_section(smtp_server.port)
-    )
-    cli = Cli(config)
-    cli.ok("init")
+    cli, issue = support.newsletter_cli(tmp_path, database_url, smtp_server.port)
     for n, name in enumerate(LONG_NAMES[:2]):
         cli.ok("subscribers", "add", f"long{n}@corp.test", "--name", name, "--list", "seed")
     store = db.open_store(database_url)
@@ -68,7 +65,7 @@ def test_long_names_go_through_a_server_that_enforces_line_limits(
         names = session.scalars(select(Subscriber.name).order_by(Subscriber.id)).all()
     store.dispose()
     assert [len(n) for n in names] == [200, 200]  # cut on the way in, on every back end
-    result = cli("send", str(DRAFT), "--test")
+    result = cli("send", str(issue), "--test")
     assert result.exit_code == 0, result.output
     assert len(smtp_server.handler.received) == 2  # aiosmtpd refuses lines over 1001
 

@@ -2,10 +2,9 @@
 characters) reaching the staff's terminal through `log`, or a spreadsheet through
 `log --csv`. Replies are stored as printable text only."""
 
-import shutil
 from pathlib import Path
 
-from conftest import DATA, NEWSLETTER, Cli, smtp_section, write_config
+import support
 from smtp_server import FaultHandler, SMTPServer
 
 EVIL = "550 5.1.1 \x1b[2J\x1b[31mgone\x07 \x00away\x1b]0;owned\x07"
@@ -23,14 +22,8 @@ def test_control_characters_in_replies_never_reach_the_log(
 ) -> None:  # type: ignore[no-untyped-def]
     server = SMTPServer(EvilHandler()).start()
     try:
-        config = write_config(
-            tmp_path / "c.toml", database_url, NEWSLETTER + smtp_section(server.port)
-        )
-        cli = Cli(config)
-        cli.ok("init")
+        cli, issue = support.newsletter_cli(tmp_path, database_url, server.port)
         cli.ok("subscribers", "add", "evil@replies.test", "fine@replies.test")
-        issue = tmp_path / "vol-3.1.txt"
-        shutil.copy(DATA / "issues" / "digest-vol-3.1.txt", issue)
         cli.ok("send", str(issue), "--yes", "--skip-test")
     finally:
         server.stop()

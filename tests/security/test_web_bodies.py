@@ -6,25 +6,22 @@ route; a request head over 16 KB gets 400. Checked on the ASGI application (coun
 it pulls) and on a real uvicorn server started with the settings `serve` uses."""
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
-import uvicorn
+import support
 from conftest import NEWSLETTER, SECRET, write_config
-from smtp_server import free_port
 
 from digest_mailer import subscribers as subs
 from digest_mailer.config import Config, load_config
 from digest_mailer.db import Store
 from digest_mailer.models import Subscriber
 from digest_mailer.tokens import make_token
-from digest_mailer.web import HEADERS, MAX_BODY, create_app, server_config
+from digest_mailer.web import HEADERS, MAX_BODY, create_app
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
@@ -181,25 +178,6 @@ def test_a_chunked_body_is_read_no_further_than_16_kb(
 # --------------------------------------------------------------------------- a real server
 
 
-@contextmanager
-def serving(app) -> Iterator[int]:  # type: ignore[no-untyped-def]
-    """uvicorn in a thread with the settings `serve` uses; stopped on the way out."""
-    port = free_port()
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        assert not thread.is_alive(), "the server did not stop"
-
-
 def push(port: int, head: bytes, body: Iterator[bytes], limit: float = 10.0) -> tuple[bytes, int]:
     """Sends ``head`` then ``body`` until the server stops taking it; returns what the
     server answered (read to its end) and how many body bytes were sent."""
@@ -245,7 +223,7 @@ def test_a_real_server_refuses_a_flood_and_keeps_serving(
     store: Store, config: Config, people: dict[str, int]
 ) -> None:
     url = f"/u/{token(store, people['jo@corp.test'])}"
-    with serving(create_app(store, config, SECRET.encode())) as port:
+    with support.serving(create_app(store, config, SECRET.encode())) as port:
         started = time.monotonic()
         head = (
             f"POST {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n"

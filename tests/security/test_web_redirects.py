@@ -7,17 +7,12 @@ Nothing redirects (a trailing slash is served as if absent) and every response, 
 makes it (the pages, Starlette's routing, web.Guard, uvicorn's 400), carries web.HEADERS."""
 
 import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+import support
 from conftest import NEWSLETTER, SECRET, write_config
-from smtp_server import free_port
 from starlette.testclient import TestClient
 
 from digest_mailer import db
@@ -26,7 +21,7 @@ from digest_mailer.config import Config, load_config
 from digest_mailer.db import Store
 from digest_mailer.models import Subscriber
 from digest_mailer.tokens import make_token
-from digest_mailer.web import HEADERS, create_app, server_config
+from digest_mailer.web import HEADERS, create_app
 
 EVIL = {"Host": "evil.test"}
 
@@ -168,25 +163,6 @@ def test_every_response_carries_the_security_headers(
 # --------------------------------------------------------------------------- a real server
 
 
-@contextmanager
-def serving(app) -> Iterator[int]:  # type: ignore[no-untyped-def]
-    """uvicorn in a thread with the settings `serve` uses; stopped on the way out."""
-    port = free_port()
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        assert not thread.is_alive(), "the server did not stop"
-
-
 def raw(port: int, request: bytes) -> bytes:
     """One request as written; the whole answer (the server closes, or 3 s pass)."""
     with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
@@ -214,7 +190,7 @@ def test_a_real_server_never_redirects_and_always_secures(
     store: Store, config: Config, people: dict[str, int]
 ) -> None:
     jo = token(store, people["jo@corp.test"])
-    with serving(create_app(store, config, SECRET.encode())) as port:
+    with support.serving(create_app(store, config, SECRET.encode())) as port:
         answers = {
             "slash": raw(port, f"GET /u/{jo}/ HTTP/1.1\r\nHost: evil.test\r\n\r\n".encode()),
             "404": raw(port, b"GET /nowhere/ HTTP/1.1\r\nHost: evil.test\r\n\r\n"),

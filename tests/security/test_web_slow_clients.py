@@ -8,7 +8,6 @@ the limit while /healthz keeps answering."""
 
 import selectors
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,9 +16,8 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-import uvicorn
+import support
 from conftest import NEWSLETTER, SECRET, write_config
-from smtp_server import free_port
 
 from digest_mailer import subscribers as subs
 from digest_mailer.config import Config, load_config
@@ -47,23 +45,9 @@ def config(tmp_path: Path, database_url: str) -> Config:
 
 @contextmanager
 def serving(app, **limits: int) -> Iterator[int]:  # type: ignore[no-untyped-def]
-    """uvicorn in a thread with the settings `serve` uses (the header timeout 2 s);
-    stopped on the way out."""
-    port = free_port()
-    config = server_config(app, "127.0.0.1", port, **{"header_timeout": LIMIT, **limits})  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    try:
+    """The server with the header timeout cut to 2 s (and other ``limits``)."""
+    with support.serving(app, **{"header_timeout": LIMIT, **limits}) as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        assert not thread.is_alive(), "the server did not stop"
 
 
 def closed(sock: socket.socket) -> bool:
