@@ -10,6 +10,7 @@ and its detail says why.
 Nothing is changed: no database file is created, no IMAP folder, no message is sent.
 """
 
+import dataclasses
 import ipaddress
 import os
 import smtplib
@@ -118,8 +119,15 @@ def run_checks(config_path: str | os.PathLike[str] | None = None) -> list[Check]
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        fix = "correct the value named above (config.example.toml describes every key)"
+        if "not found" in str(exc):
+            fix = "give the path of your config file, or copy config.example.toml there"
+        else:
+            fix = "correct the value named above (config.example.toml describes every key)"
         return [Check("config", False, str(exc), fix, fatal=True)]
+    if config.source == Config.source:  # no file: fixes name the file to make
+        config = dataclasses.replace(
+            config, source="config.toml (none was found: copy config.example.toml)"
+        )
     context = _Context(config)
     return [_run(name, check, fix, context) for name, check, fix in CHECKS]
 

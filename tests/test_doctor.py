@@ -608,3 +608,19 @@ def test_the_library_part_imports_no_cli_toolkit() -> None:
     code = "import sys, digest_mailer.doctor\nprint(sorted({'typer', 'rich'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_without_a_config_file_the_fixes_say_which_file_to_make(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digest_mailer import doctor
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DIGEST_MAILER_CONFIG", raising=False)
+    checks = doctor.run_checks()
+    config = next(c for c in checks if c.check == "config")
+    assert not config.ok and "copy config.example.toml" in config.fix
+    assert "(built-in defaults)" not in " ".join(c.fix for c in checks)
+    missing = doctor.run_checks(tmp_path / "nope.toml")
+    assert [c.check for c in missing] == ["config"]
+    assert "copy config.example.toml there" in missing[0].fix
