@@ -43,3 +43,88 @@ class Proof(StrEnum):
     MESSAGE_ID = "message-id"
     UNVERIFIED = "unverified"
     NONE = ""
+
+
+# --------------------------------------------------------------------------- sending
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class IssueState(StrEnum):
+    """Where one edition of the newsletter stands in its life."""
+
+    DRAFT = "draft"
+    TESTED = "tested"
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+
+
+class DeliveryState(StrEnum):
+    """One recipient of one issue, in the send log.
+
+    ``queued`` waits; ``claimed`` is held by one worker (PostgreSQL, several senders);
+    ``sending`` is committed before the message's final dot and holds at most one row per
+    connection; ``deferred`` waits for a retry after a temporary refusal. The rest are
+    final: ``uncertain`` (the message may have been accepted: not resent unless asked),
+    ``skipped`` (the subscriber left before their turn)."""
+
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+    SKIPPED = "skipped"
+
+
+# A row a send has still to finish; the one place this set is written down.
+OPEN_DELIVERY_STATES = frozenset(
+    {DeliveryState.QUEUED, DeliveryState.CLAIMED, DeliveryState.SENDING, DeliveryState.DEFERRED}
+)
+# A row a sender may pick up and claim (``claimed`` ones belong to their worker).
+CLAIMABLE_DELIVERY_STATES = (DeliveryState.QUEUED, DeliveryState.DEFERRED)
+FINAL_DELIVERY_STATES = frozenset(set(DeliveryState) - OPEN_DELIVERY_STATES)
+
+
+class OutcomeKind(StrEnum):
+    """How one attempt to hand one message to the mail server ended.
+
+    ``sent``: accepted (2xx after the end of DATA). ``deferred``: a temporary refusal
+    (4xx). ``failed``: a permanent refusal (5xx), or an address this server cannot take
+    (nothing sent). ``retry``: the connection failed before the server could have
+    accepted the message. ``uncertain``: the whole message went but no answer came.
+    ``cancelled``: the caller's commit point said no; nothing was delivered.
+    ``unavailable``: the server stayed unreachable after reconnecting (the send pauses).
+    ``fatal``: no retry can fix it (bad credentials, no TLS where required)."""
+
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    RETRY = "retry"
+    UNCERTAIN = "uncertain"
+    CANCELLED = "cancelled"
+    UNAVAILABLE = "unavailable"
+    FATAL = "fatal"
+
+
+class WorkerState(StrEnum):
+    """A process taking part in a send (``send_workers``). ``lost``: its lease ran out
+    without a word (it crashed or was killed); another took its rows back."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    LOST = "lost"
+
+
+class WorkerKind(StrEnum):
+    WORKER = "worker"  # `send --worker`: shares the send
+    SINGLE = "single"  # a plain `send`: sends alone and excludes others

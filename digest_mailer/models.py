@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from digest_mailer.kinds import DeliveryState, IssueState, SubscriberStatus
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -31,7 +33,7 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
+STATUSES = tuple(SubscriberStatus)
 SOURCES = ("cli", "import", "email-request", "web")
 
 
@@ -153,18 +155,9 @@ class Event(Base):
     subscriber: Mapped[Subscriber | None] = relationship(back_populates="events")
 
 
-ISSUE_STATES = ("draft", "tested", "sending", "paused", "sent")
-DELIVERY_STATES = (
-    "queued",
-    "claimed",
-    "sending",
-    "sent",
-    "deferred",
-    "failed",
-    "uncertain",
-    "skipped",
-)
-FINAL_DELIVERY_STATES = ("sent", "failed", "uncertain", "skipped")
+# The states themselves are StrEnums in digest_mailer.kinds; these tuples keep their order.
+ISSUE_STATES = tuple(IssueState)
+DELIVERY_STATES = tuple(DeliveryState)
 
 
 class Issue(Base):
@@ -227,8 +220,8 @@ class SendWorker(Base):
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
     connections: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(20))  # running | finished | stopped | lost
-    # "worker": shares the send (`send --worker`); "single": sends alone and excludes others
+    state: Mapped[str] = mapped_column(String(20))  # a kinds.WorkerState, ``lost`` included
+    # a kinds.WorkerKind: "worker" shares the send (`send --worker`); "single" sends alone
     kind: Mapped[str] = mapped_column(String(20), default="worker", server_default="worker")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
