@@ -20,6 +20,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
 	$(PY) -m pytest
@@ -33,8 +34,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/compose_time.py
 	$(PY) benchmarks/request_classify.py
 	$(PY) benchmarks/web_load.py
-	$(PY) benchmarks/send_throughput.py
+	$(PY) benchmarks/send_throughput.py --sink count headers smtp-sink
 	$(PY) benchmarks/send_throughput.py --pipelining --memory-check 100000
+	$(PY) benchmarks/cli_startup.py
+	$(PY) benchmarks/send_throughput.py --workers 1 2 4 --connections 2 \
+		--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+	$(PY) benchmarks/million.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

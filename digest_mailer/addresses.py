@@ -19,7 +19,7 @@ from functools import lru_cache
 import idna
 from email_validator import EmailNotValidError, validate_email
 
-from digest_mailer.errors import InputError
+from digest_mailer.errors import InputError, UnencodableAddress
 
 MAX_ADDRESS = 320  # the columns that hold an address
 MAX_LOCAL = 64  # RFC 5321 4.5.3.1.1
@@ -63,10 +63,6 @@ def mailbox_key(address: str) -> str:
 
 def domain_key(address: str) -> str:
     return address_key(address).rpartition("@")[2]
-
-
-class UnencodableAddress(InputError):
-    """The address cannot be written for SMTP (a domain that is not valid IDNA)."""
 
 
 @dataclass(frozen=True)

@@ -21,19 +21,13 @@ from premailer import Premailer
 
 from digest_mailer.addresses import address_key, find_addresses
 from digest_mailer.config import Config
-from digest_mailer.errors import DigestMailerError, InputError
+from digest_mailer.errors import InputError, TemplateError
 from digest_mailer.source import IssueSource, read_issue
 
 UNSUBSCRIBE_PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
 PLACEHOLDER_HREFS = ("", "#")
 TEXT_WIDTH = 78
 TEMPLATE_NAMES = ("base.html.j2", "issue.html.j2", "footer.html.j2", "issue.txt.j2")
-
-
-class TemplateError(DigestMailerError):
-    """A template cannot be found, parsed or rendered."""
-
-    exit_code = 1
 
 
 @dataclass

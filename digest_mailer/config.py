@@ -29,6 +29,9 @@ DEFAULT_FILE = "config.toml"
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:///subscribers/digest.db"
+    # how long a running send waits for the database to come back (a restart, a full
+    # disk) before it pauses; it retries with backoff meanwhile
+    retry_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ NON_NEGATIVE: set[tuple[str, str]] = {
     ("smtp", "max_per_second"),
     ("smtp", "timeout"),
     ("smtp", "retry_base_seconds"),
+    ("database", "retry_seconds"),
     ("inbox", "imap_port"),
     ("bounces", "hard_weight"),
     ("bounces", "soft_weight"),

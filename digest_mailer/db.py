@@ -12,19 +12,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, insert
+from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, insert, text
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.base import Executable
 
 from digest_mailer.errors import StoreError
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -81,7 +80,14 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _alembic_config(engine: Engine) -> AlembicConfig:
+# The newest migration, which every command checks the database against without loading
+# Alembic (a tenth of a second at every start); tests/test_db.py holds it to Alembic's head.
+SCHEMA_REVISION = "0009"
+
+
+def _alembic_config(engine: Engine) -> "AlembicConfig":
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(files("digest_mailer") / "migrations"))
     cfg.attributes["engine"] = engine
@@ -89,21 +95,37 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def head_revision(engine: Engine) -> str | None:
+    """The newest migration, as Alembic reads it from the migration scripts."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (Alembic's ``alembic_version`` table), None for a
+    database never initialised."""
     try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+        conn = engine.connect()
     except OperationalError as exc:
         raise StoreError(f"cannot open the database {_safe(engine)}: {_first_line(exc)}") from None
+    with conn:
+        try:
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+            return next(iter(versions.all()), None)
+        except DBAPIError as exc:
+            if "alembic_version" in str(exc.orig):  # no such table: not initialised
+                return None
+            raise StoreError(
+                f"cannot read the database {_safe(engine)}: {_first_line(exc)}"
+            ) from None
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     """Create or upgrade the schema to the newest migration; returns (before, after).
     A SQLite file's missing folder is created (``init`` says so first)."""
     create_sqlite_folder(engine.url.render_as_string(hide_password=False))
+    from alembic import command
+
     before = current_revision(engine)
     command.upgrade(_alembic_config(engine), "head")
     return before, current_revision(engine)
@@ -130,7 +152,7 @@ def open_store(url: str, *, check: bool = True) -> Store:
             )
     engine = make_engine(url)
     if check:
-        current, head = current_revision(engine), head_revision(engine)
+        current, head = current_revision(engine), SCHEMA_REVISION
         if current is None:
             engine.dispose()
             raise StoreError(
@@ -254,12 +276,18 @@ def driver_transaction(connection: Connection) -> Iterator[Any]:
             cursor.execute("BEGIN IMMEDIATE")
         yield cursor
     except BaseException:
-        dbapi.rollback()  # type: ignore[union-attr]
+        try:
+            dbapi.rollback()  # type: ignore[union-attr]
+        except Exception:  # a connection that died cannot roll back; the error that
+            pass  # killed it is the one to report
         raise
     else:
         dbapi.commit()  # type: ignore[union-attr]
     finally:
-        cursor.close()
+        try:
+            cursor.close()
+        except Exception:  # likewise on a dead connection
+            pass
 
 
 def driver_cursor(connection: Connection) -> Any:

@@ -24,10 +24,11 @@ from sqlalchemy.orm import Session
 
 from digest_mailer.db import Store
 from digest_mailer.errors import SendRefused
+from digest_mailer.kinds import WorkerKind, WorkerState
 from digest_mailer.models import SendWorker, utcnow
 
-SINGLE = "single"
-WORKER = "worker"
+SINGLE = WorkerKind.SINGLE
+WORKER = WorkerKind.WORKER
 
 
 def host_name() -> str:
@@ -71,12 +72,12 @@ def live_holders(session: Session, issue_id: str, now: datetime) -> list[Holder]
     for row in session.scalars(
         select(SendWorker).where(
             SendWorker.issue_id == issue_id,
-            SendWorker.state == "running",
+            SendWorker.state == WorkerState.RUNNING,
             SendWorker.lease_until >= now,
         )
     ):
         if process_alive(row.host, row.pid) is False:
-            row.state, row.lease_until = "lost", now
+            row.state, row.lease_until = WorkerState.LOST, now
             continue
         holders.append(Holder(row.id, row.kind, row.host, row.pid, row.started_at))
     session.flush()
@@ -112,7 +113,7 @@ def take_lease(session: Session, issue_id: str, lease_seconds: float, connection
             host=host_name(),
             pid=os.getpid(),
             connections=connections,
-            state="running",
+            state=WorkerState.RUNNING,
             started_at=now,
             heartbeat_at=now,
             lease_until=now + timedelta(seconds=lease_seconds),
@@ -132,7 +133,7 @@ class LeaseKeeper:
         self.lease = timedelta(seconds=lease_seconds)
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="send-lease", daemon=True)
-        self.final_state = "finished"
+        self.final_state = WorkerState.FINISHED
 
     def __enter__(self) -> "LeaseKeeper":
         self.thread.start()
@@ -141,12 +142,15 @@ class LeaseKeeper:
     def __exit__(self, *exc: object) -> None:
         self.done.set()
         self.thread.join()
-        self._write(self.final_state if exc[0] is None else "stopped")
+        try:
+            self._write(self.final_state if exc[0] is None else WorkerState.STOPPED)
+        except Exception:  # the database is away (the send reports it): the lease ends
+            pass  # anyway, when it runs out or as soon as this process is gone
 
     def _run(self) -> None:
         while not self.done.wait(self.lease.total_seconds() / 3):
             try:
-                self._write("running")
+                self._write(WorkerState.RUNNING)
             except Exception:  # a missed renewal is retried; the lease has slack
                 continue
 

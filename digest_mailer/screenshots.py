@@ -9,7 +9,7 @@ on without pictures.
 import shutil
 from pathlib import Path
 
-from digest_mailer.errors import DigestMailerError
+from digest_mailer.errors import ScreenshotsUnavailable
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -30,10 +30,6 @@ HOW = (
     "no pictures: install Debian's chromium (apt-get install chromium) and the Python "
     "package playwright (pip install 'digest-mailer[screenshots]')"
 )
-
-
-class ScreenshotsUnavailable(DigestMailerError):
-    """Chromium or Playwright is not installed: the pictures cannot be taken."""
 
 
 def chromium_path() -> str | None:

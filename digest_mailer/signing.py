@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from digest_mailer.config import Config
-from digest_mailer.errors import ConfigError, InputError
+from digest_mailer.errors import InputError, SigningError
 
 SIGNED_HEADERS = (
     "from",
@@ -54,10 +54,6 @@ _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _SPACES = re.compile(rb"  +")
 _FOLD = re.compile(r"\r\n(?=[ \t])")
 _WSP_STR = re.compile(r"[ \t]+")
-
-
-class SigningError(ConfigError):
-    """The DKIM key or its settings cannot be used."""
 
 
 def _check_names(selector: str, domain: str) -> None:

@@ -3,13 +3,13 @@
 Every change of status, name, attributes or list membership writes an :class:`Event`;
 nothing is silently overwritten. Functions take the session first and never commit: the
 caller owns the transaction, so an import that fails part-way leaves the store as it was.
-Reading and writing CSV files is :mod:`digest_mailer.csvio`.
+Reading and writing CSV files is :mod:`digest_mailer.csvio`, importing and exporting them
+:mod:`digest_mailer.csv_transfer` (its functions are reachable here too).
 """
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TextIO
+from typing import Any
 
 from sqlalchemy import String, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session, selectinload
@@ -26,8 +26,6 @@ from digest_mailer.csvio import (
     merge_attributes,
     read_csv,
     sniff_delimiter,
-    write_csv,
-    write_private_file,
 )
 from digest_mailer.db import insert_many
 from digest_mailer.errors import InputError, NotFoundError
@@ -50,6 +48,19 @@ __all__ = [  # what callers used from here before the CSV part moved to csvio
     "EXPORT_FIELDS", "Entry", "Invalid", "Note", "address_key", "decode_file",
     "normalize_address", "read_csv", "sniff_delimiter",
 ]  # fmt: skip
+
+# The CSV import and export live with the CSV code (digest_mailer.csv_transfer) and use
+# this module, so it cannot import them up front: they are looked up on first use.
+_CSV_TRANSFER = ("export_csv", "export_csv_file", "import_csv")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CSV_TRANSFER:
+        from digest_mailer import csv_transfer
+
+        return getattr(csv_transfer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 INACTIVE_STATUSES = ("unsubscribed", "bounced", "complained")
 CHUNK = 2000
@@ -317,9 +328,9 @@ def add_subscribers(
     for entry in entries:
         if typo := address_typo(entry.email):
             report.notes.append(Note(0, f"{typo.describe()}; added as written"))
-    merged = _merge_entries(entries, report)
+    merged = merge_entries(entries, report)
     mailing_list = get_list(session, list_name) if list_name else None
-    _upsert(
+    upsert(
         session,
         merged,
         mailing_list,
@@ -332,7 +343,7 @@ def add_subscribers(
     return report
 
 
-def _merge_entries(entries: Iterable[Entry], report: ImportReport) -> list[Entry]:
+def merge_entries(entries: Iterable[Entry], report: ImportReport) -> list[Entry]:
     """One entry per mailbox; a later row's name and attributes fill those missing."""
     merged: dict[str, Entry] = {}
     for entry in entries:
@@ -445,7 +456,7 @@ def _merged_attributes(
     return merged, f"attributes set: {shown}"
 
 
-def _upsert(
+def upsert(
     session: Session,
     entries: Sequence[Entry],
     mailing_list: MailingList | None,
@@ -568,65 +579,3 @@ def _upsert(
         if events:
             session.execute(insert(Event.__table__), events)
     session.expire_all()
-
-
-# --------------------------------------------------------------------------- CSV
-
-
-def import_csv(
-    session: Session,
-    path: Path,
-    *,
-    list_name: str | None = None,
-    resubscribe: bool = False,
-    allow_test_domains: bool = False,
-    encoding: str | None = None,
-    actor: str = "import",
-) -> ImportReport:
-    """Import a CSV file (see :func:`digest_mailer.csvio.read_csv`): rows that cannot be
-    used are left out and reported, every other row is written, in the caller's
-    transaction. A file that cannot be read at all raises :class:`InputError`."""
-    mailing_list = get_list(session, list_name) if list_name else None
-    parsed = read_csv(path, allow_test_domains=allow_test_domains, encoding=encoding)
-    report = ImportReport(
-        invalid=parsed.invalid, notes=parsed.notes, rows=parsed.rows, size=parsed.size
-    )
-    merged = _merge_entries(parsed.entries, report)
-    _upsert(
-        session,
-        merged,
-        mailing_list,
-        report,
-        resubscribe=resubscribe,
-        source="import",
-        actor=actor,
-        origin=f"imported from {path.name}",
-    )
-    report.notes.sort(key=lambda note: (note.row == 0, note.row))  # the file's summary last
-    return report
-
-
-def export_csv(
-    session: Session,
-    out: TextIO,
-    *,
-    status: str | None = None,
-    list_name: str | None = None,
-) -> int:
-    """Write subscribers as CSV (header row, then one row each) to ``out``: the standard
-    columns, then their attributes; returns the row count."""
-    rows = list_subscribers(session, status=status, list_name=list_name)
-    return write_csv(out, (subscriber_dict(s) for s in rows))
-
-
-def export_csv_file(
-    session: Session,
-    path: Path,
-    *,
-    status: str | None = None,
-    list_name: str | None = None,
-) -> int:
-    """:func:`export_csv` to a file readable by its owner only, whole or not at all."""
-    return write_private_file(
-        path, lambda out: export_csv(session, out, status=status, list_name=list_name)
-    )

@@ -17,7 +17,7 @@ from digest_mailer.db import Store
 from digest_mailer.inbox.actions import token_hash
 from digest_mailer.message import make_message_id
 from digest_mailer.models import Confirmation, Delivery, Issue, Subscriber, utcnow
-from digest_mailer.sender import queue_recipients
+from digest_mailer.send.plan import queue_recipients
 from digest_mailer.tokens import signing_secret, verp_address
 
 

@@ -185,10 +185,10 @@ def test_imap_certificate_and_login_failures_are_one_line(
 ) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("DIGEST_IMAP_PASSWORD", "")
     untrusted = imap_cli(req_cli, dovecot, ca=False)("requests", "process", "--imap")
-    assert untrusted.exit_code == 5
+    assert untrusted.exit_code == 7
     assert "could not be verified" in untrusted.stderr and "Traceback" not in untrusted.output
     wrong = imap_cli(req_cli, dovecot, password="wrong")("requests", "process", "--imap")
-    assert wrong.exit_code == 5 and "AUTHENTICATIONFAILED" in wrong.stderr.replace(" ", "")
+    assert wrong.exit_code == 7 and "AUTHENTICATIONFAILED" in wrong.stderr.replace(" ", "")
     os.environ.pop("DIGEST_IMAP_PASSWORD", None)
     unset = imap_cli(req_cli, dovecot)
     os.environ.pop("DIGEST_IMAP_PASSWORD", None)

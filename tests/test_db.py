@@ -20,6 +20,12 @@ def test_migrations_build_exactly_the_models(database_url: str) -> None:
     assert diff == []
 
 
+def test_the_revision_every_command_checks_is_alembics_head(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    assert db.SCHEMA_REVISION == db.head_revision(engine)
+    engine.dispose()
+
+
 def test_upgrade_twice_is_harmless(database_url: str) -> None:
     engine = db.make_engine(database_url)
     before, after = db.upgrade(engine)

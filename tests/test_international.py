@@ -22,7 +22,7 @@ from conftest import DATA, NEWSLETTER, SECRET, Cli, smtp_section, write_config
 from smtp_server import SMTPServer, free_port
 from sqlalchemy import select, update
 
-from digest_mailer import db, sender
+from digest_mailer import db, send
 from digest_mailer import subscribers as subs
 from digest_mailer.capture import start_capture
 from digest_mailer.composer import compose_file
@@ -318,14 +318,14 @@ def test_claim_refused_keeps_the_row_skipped(
         store_unencodable(database_url)
         composed = compose_file(ISSUE, config)
         with store.Session.begin() as session:
-            sender.prepare_send(session, composed, skip_test=True)
+            send.prepare_send(session, composed, skip_test=True)
             session.execute(  # they leave after the recipients were queued
                 update(Subscriber)
                 .where(Subscriber.email.in_([POISON, UNENCODABLE]))
                 .values(status="unsubscribed")
             )
         capture = CaptureTransport(smtputf8=False)
-        report = sender.run_send(
+        report = send.run_send(
             store, "3.1", config, MessageTemplate(composed, config), lambda: capture,
             SECRET.encode(),
         )  # fmt: skip

@@ -9,14 +9,17 @@ from conftest import DATA, NEWSLETTER, SECRET, smtp_section, write_config
 from smtp_server import SMTPServer
 from sqlalchemy import select
 
-from digest_mailer import db, sender
+from digest_mailer import db, send
 from digest_mailer import subscribers as subs
+from digest_mailer.bounces.scoring import is_recipient_refusal
 from digest_mailer.composer import compose_file
 from digest_mailer.config import Config, load_config
+from digest_mailer.errors import SendRefused
 from digest_mailer.message import MessageTemplate
 from digest_mailer.models import Delivery, Issue, TestSend
 from digest_mailer.tokens import read_token
 from digest_mailer.transport import CaptureTransport, FileTransport, SMTPSettings, SMTPTransport
+from digest_mailer.transport.retry import send_with_reconnects
 
 ISSUE = DATA / "issues" / "digest-vol-3.1.txt"
 
@@ -35,12 +38,12 @@ class Rig:
     def prepare(self, **options):  # type: ignore[no-untyped-def]
         options.setdefault("skip_test", True)
         with self.store.Session.begin() as session:
-            return sender.prepare_send(session, self.compose(), **options)
+            return send.prepare_send(session, self.compose(), **options)
 
-    def send(self, stop: threading.Event | None = None, **options) -> sender.SendReport:  # type: ignore[no-untyped-def]
+    def send(self, stop: threading.Event | None = None, **options) -> send.SendReport:  # type: ignore[no-untyped-def]
         plan = self.prepare(**options)
         settings = SMTPSettings.from_config(self.config)
-        return sender.run_send(
+        return send.run_send(
             self.store, plan.issue_id, self.config, MessageTemplate(self.compose(), self.config),
             lambda: SMTPTransport(settings), SECRET.encode(), stop=stop,
         )  # fmt: skip
@@ -240,7 +243,7 @@ def test_rate_limit_is_shared_over_connections(
 
 
 def test_refusals_before_sending(rig: Rig, tmp_path: Path) -> None:
-    with pytest.raises(sender.SendRefused, match="no successful test send"):
+    with pytest.raises(SendRefused, match="no successful test send"):
         rig.prepare(skip_test=False)
     assert rig.server.handler.received == []
     with rig.store.Session() as session:
@@ -250,7 +253,7 @@ def test_refusals_before_sending(rig: Rig, tmp_path: Path) -> None:
     changed = tmp_path / "changed.txt"
     changed.write_text(ISSUE.read_text("utf-8").replace("31 to 12", "30 to 13"), "utf-8")
     rig.issue = changed
-    with pytest.raises(sender.SendRefused, match="changed since its send started"):
+    with pytest.raises(SendRefused, match="changed since its send started"):
         rig.prepare()
     plan = rig.prepare(allow_changed=True)
     assert "--allow-changed" in plan.notes[0]
@@ -260,13 +263,13 @@ def test_test_send_logs_and_unlocks_the_send(rig: Rig) -> None:
     composed = rig.compose()
     settings = SMTPSettings.from_config(rig.config)
     with rig.store.Session.begin() as session:
-        recipients = sender.test_recipients(session, rig.config)
+        recipients = send.test_recipients(session, rig.config)
         assert [r[0] for r in recipients] == ["seed@corp.test"]
-        results = sender.test_send(
+        results = send.test_send(
             session, composed, rig.config, SMTPTransport(settings), SECRET.encode(), recipients
         )
-        extra = sender.test_recipients(session, rig.config, ["Editor@Outside.test"])
-        sender.test_send(
+        extra = send.test_recipients(session, rig.config, ["Editor@Outside.test"])
+        send.test_send(
             session, composed, rig.config, SMTPTransport(settings), SECRET.encode(), extra
         )
     assert [r.outcome.kind for r in results] == ["sent"]
@@ -288,7 +291,7 @@ def test_test_send_logs_and_unlocks_the_send(rig: Rig) -> None:
 def test_dry_run_writes_files_and_changes_nothing(rig: Rig, tmp_path: Path) -> None:
     out = tmp_path / "dry"
     with rig.store.Session() as session:
-        count = sender.dry_run(
+        count = send.dry_run(
             session, rig.compose(), rig.config, FileTransport(out), SECRET.encode()
         )
         session.rollback()
@@ -299,14 +302,14 @@ def test_dry_run_writes_files_and_changes_nothing(rig: Rig, tmp_path: Path) -> N
 def test_capture_transport_and_status(rig: Rig) -> None:
     rig.prepare()
     capture = CaptureTransport()
-    report = sender.run_send(
+    report = send.run_send(
         rig.store, "3.1", rig.config, MessageTemplate(rig.compose(), rig.config),
         lambda: capture, SECRET.encode(),
     )  # fmt: skip
     assert report.state == "sent" and len(capture.messages) == len(rig.addresses)
     with rig.store.Session() as session:
-        status = sender.issue_status(session, "3.1")[0]
-        log = list(sender.delivery_log(session, "3.1", "sent"))
+        status = send.issue_status(session, "3.1")[0]
+        log = list(send.delivery_log(session, "3.1", "sent"))
     assert status["state"] == "sent" and status["counts"]["sent"] == len(rig.addresses)
     assert len(log) == len(rig.addresses) and all(r["code"] == 250 for r in log)
 
@@ -326,10 +329,10 @@ def test_send_with_reconnects_fails_an_unwritable_address_alone() -> None:
             pass
 
     outcome = run_coroutine(
-        sender.send_with_reconnects(Strict(), "f@corp.test", "x@" + "ü" * 60 + ".test", b"", 0.01)
+        send_with_reconnects(Strict(), "f@corp.test", "x@" + "ü" * 60 + ".test", b"", 0.01)
     )
     assert (outcome.kind, outcome.code, outcome.stage) == ("failed", None, "rcpt")
-    assert "not valid IDNA" in outcome.message and not sender.is_recipient_refusal(outcome)
+    assert "not valid IDNA" in outcome.message and not is_recipient_refusal(outcome)
 
 
 def test_a_render_error_pauses_the_send_without_losing_a_row(rig: Rig, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -18,9 +18,9 @@ from sqlalchemy import select
 
 from digest_mailer import db
 from digest_mailer import subscribers as subs
+from digest_mailer.errors import SendRefused
 from digest_mailer.models import Delivery, Issue, SendWorker, utcnow
-from digest_mailer.sender import SendRefused, prepare_send, queue_recipients
-from digest_mailer.workers import expire_leases
+from digest_mailer.send.plan import expire_leases, prepare_send, queue_recipients
 
 ISSUE = DATA / "issues" / "digest-vol-3.1.txt"
 
@@ -230,8 +230,8 @@ def _worker_setup(store: db.Store, tmp_path: Path, url: str, port: int, people: 
 
 def _run_one_worker(store, config, composed, stop=None):  # type: ignore[no-untyped-def]
     from digest_mailer.message import MessageTemplate
+    from digest_mailer.send import run_worker
     from digest_mailer.transport import SMTPSettings, SMTPTransport
-    from digest_mailer.workers import run_worker
 
     with store.Session.begin() as session:
         plan = prepare_send(session, composed, skip_test=True, worker=True)

@@ -179,18 +179,3 @@ def list_bounces(session: Session, since: datetime | None = None) -> Iterable[di
             "diagnostic": bounce.diagnostic,
             "report": bounce.report_message_id or bounce.report_key,
         }
-
-
-def issue_bounce_counts(session: Session, issue_id: str) -> dict[str, int]:
-    """Subscribers of one issue whose delivery bounced (hard or soft), or who complained."""
-    counts = {"bounced": 0, "complained": 0}
-    for kinds, name in ((("hard", "soft"), "bounced"), (("complaint",), "complained")):
-        counts[name] = (
-            session.scalar(
-                select(func.count(func.distinct(Bounce.address)))
-                .join(Delivery, Delivery.id == Bounce.delivery_id)
-                .where(Delivery.issue_id == issue_id, Bounce.kind.in_(kinds))
-            )
-            or 0
-        )
-    return counts

@@ -1,11 +1,16 @@
-"""The root Typer app: global options, error handling in one place, command groups."""
+"""The root Typer app: global options, error handling in one place, command groups.
+
+Start-up is kept short: this module and the command modules import typer and cheap
+modules only; each command imports the library it uses when it runs (tests/
+test_cli_startup.py checks that `--help` loads no database, mail or HTML library).
+"""
 
 import os
+import sys
 import traceback
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from typer.core import TyperGroup
 
 from digest_mailer import __version__
@@ -22,7 +27,7 @@ from digest_mailer.cli import (
     subscribers,
 )
 from digest_mailer.cli.state import err, state
-from digest_mailer.errors import DigestMailerError
+from digest_mailer.errors import DigestMailerError, ExitCode
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -62,21 +67,34 @@ class DigestGroup(TyperGroup):
             raise  # usage errors and deliberate exits keep their own handling
         except DigestMailerError as exc:
             raise _fail(str(exc), exc.exit_code) from None
-        except DBAPIError as exc:
-            first = str(exc.orig or exc).strip().splitlines()[0]
-            raise _fail(f"database error: {first}", 3) from None
-        except SQLAlchemyError as exc:
-            raise _fail(f"database error: {exc}", 3) from None
-        except OSError as exc:
-            raise _fail(f"{exc.filename or 'system'}: {exc.strerror or exc}", 1) from None
         except Exception as exc:
-            if os.environ.get("DIGEST_MAILER_DEBUG"):
-                traceback.print_exc()
-            raise _fail(
-                f"internal error ({type(exc).__name__}: {exc}); "
-                "set DIGEST_MAILER_DEBUG=1 to see the traceback",
-                70,
-            ) from None
+            raise _database_error(exc) or _other_error(exc) from None
+
+
+def _database_error(exc: Exception) -> typer.Exit | None:
+    """A SQLAlchemy error as one line, exit 3. SQLAlchemy is not imported for this: an
+    error of its kind can only come from a command that loaded it."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is None:
+        return None
+    if isinstance(exc, sa_exc.DBAPIError):
+        first = str(exc.orig or exc).strip().splitlines()[0]
+        return _fail(f"database error: {first}", ExitCode.STORE)
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        return _fail(f"database error: {exc}", ExitCode.STORE)
+    return None
+
+
+def _other_error(exc: Exception) -> typer.Exit:
+    if isinstance(exc, OSError):
+        return _fail(f"{exc.filename or 'system'}: {exc.strerror or exc}", ExitCode.INPUT)
+    if os.environ.get("DIGEST_MAILER_DEBUG"):
+        traceback.print_exception(exc)
+    return _fail(
+        f"internal error ({type(exc).__name__}: {exc}); "
+        "set DIGEST_MAILER_DEBUG=1 to see the traceback",
+        ExitCode.INTERNAL,
+    )
 
 
 app = typer.Typer(

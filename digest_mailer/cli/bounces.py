@@ -6,12 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from digest_mailer.bounces import scoring as bounces
-from digest_mailer.bounces.process import process_bounces
 from digest_mailer.cli.state import out, print_held, print_json, state
-from digest_mailer.inbox.sources import open_source
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -45,6 +41,9 @@ def process(
 
     Example: digest-mailer bounces process --maildir ~/Maildir/.bounces --json
     """
+    from digest_mailer.bounces.process import process_bounces
+    from digest_mailer.inbox.sources import open_source
+
     st = state(ctx)
     source = open_source(
         st.config, mbox=mbox, maildir=maildir, imap=imap, read_only=dry_run, bounces=True
@@ -97,6 +96,10 @@ def list_(
 
     Example: digest-mailer bounces list --since 2026-11-01 --json
     """
+    from rich.table import Table
+
+    from digest_mailer.bounces import scoring as bounces
+
     start = _since(since)
     with state(ctx).transaction() as session:
         rows = list(bounces.list_bounces(session, start))

@@ -1,22 +1,22 @@
 """`digest-mailer compose`: turn an issue's text into HTML, text and a preview message."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from digest_mailer import composer, lint, message
 from digest_mailer.cli.state import EncodingOption, IssueIdOption, err, out, print_json, state, warn
-from digest_mailer.screenshots import ScreenshotsUnavailable, take_screenshots
+from digest_mailer.errors import ExitCode
 
-LINT_ERRORS_EXIT = 4
+if TYPE_CHECKING:
+    from digest_mailer import lint
 
 
 def register(app: typer.Typer) -> None:
     app.command("compose")(compose)
 
 
-def print_findings(findings: list[lint.Finding], *, summary_for: Path | None = None) -> None:
+def print_findings(findings: "list[lint.Finding]", *, summary_for: Path | None = None) -> None:
     """Every finding; with ``summary_for``, the errors and one line counting the warnings
     (a send repeats what ``compose`` already listed in full)."""
     warnings = [f for f in findings if f.level != "error"]
@@ -57,6 +57,9 @@ def compose(
 
     Example: digest-mailer compose issues/vol-2.4.md --out build/vol-2.4
     """
+    from digest_mailer import composer, lint, message
+    from digest_mailer.screenshots import ScreenshotsUnavailable, take_screenshots
+
     config = state(ctx).config
     composed = composer.compose_file(issue_file, config, issue_id=issue_id, encoding=encoding)
     if composed.source.encoding not in ("UTF-8", encoding):
@@ -92,4 +95,4 @@ def compose(
         out.print(f"fingerprint {composed.fingerprint}", markup=False)
         out.print(f"HTML {composed.html_bytes:,} bytes; wrote {target}/", markup=False)
     if lint.has_errors(findings):
-        raise typer.Exit(LINT_ERRORS_EXIT)
+        raise typer.Exit(ExitCode.REFUSED)

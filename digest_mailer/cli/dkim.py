@@ -6,7 +6,6 @@ from typing import Annotated
 import typer
 
 from digest_mailer.cli.state import out
-from digest_mailer.signing import generate_key
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -29,6 +28,8 @@ def keygen(
 
     Example: digest-mailer dkim keygen --selector d26 --domain lab.org --out k
     """
+    from digest_mailer.signing import generate_key
+
     key = generate_key(selector, domain, out_dir)
     out.print(f"wrote {key.private_path} (private, mode 0600) and {key.public_path}", markup=False)
     out.print("publish this DNS TXT record:", markup=False)

@@ -1,12 +1,14 @@
 """`digest-mailer doctor`: check this machine's setup, one line per check."""
 
 import textwrap
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from digest_mailer.cli.state import out, print_json, state
-from digest_mailer.doctor import Check, exit_code, run_checks
+
+if TYPE_CHECKING:
+    from digest_mailer.doctor import Check
 
 WIDTH = 80
 INDENT = "    "
@@ -16,7 +18,7 @@ def register(app: typer.Typer) -> None:
     app.command("doctor")(doctor)
 
 
-def check_lines(check: Check) -> list[str]:
+def check_lines(check: "Check") -> list[str]:
     """The check on lines of at most 80 columns: ✓, ✗ or – (skipped), then the fix of a
     failure on indented lines. Long words (a DKIM key) are cut to fit."""
     mark = "–" if check.skipped else "✓" if check.ok else "✗"
@@ -41,6 +43,8 @@ def doctor(
 
     Example: digest-mailer doctor --json
     """
+    from digest_mailer.doctor import exit_code, run_checks
+
     checks = run_checks(state(ctx).config_path)
     if as_json:
         print_json([c.to_json() for c in checks])

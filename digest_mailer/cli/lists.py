@@ -3,9 +3,7 @@
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from digest_mailer import subscribers
 from digest_mailer.cli.state import out, print_json, state
 
 app = typer.Typer(
@@ -26,6 +24,8 @@ def create(
 
     Example: digest-mailer lists create board --description "Board members"
     """
+    from digest_mailer import subscribers
+
     with state(ctx).transaction() as session:
         subscribers.create_list(session, name, description)
     out.print(f"created list {name}", markup=False)
@@ -40,6 +40,10 @@ def list_(
 
     Example: digest-mailer lists list --json
     """
+    from rich.table import Table
+
+    from digest_mailer import subscribers
+
     with state(ctx).transaction() as session:
         rows = subscribers.list_counts(session)
     if as_json:
@@ -65,6 +69,8 @@ def delete(
 
     Example: digest-mailer lists delete board
     """
+    from digest_mailer import subscribers
+
     with state(ctx).transaction() as session:
         members = subscribers.delete_list(session, name)
     out.print(f"deleted list {name} ({members} members, who remain subscribers)", markup=False)

@@ -2,18 +2,15 @@
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from digest_mailer.cli.state import State, err, out, print_held, print_json, state
-from digest_mailer.inbox import actions
-from digest_mailer.inbox.actions import InboxContext
-from digest_mailer.inbox.outbox import ReplyResult, send_replies
-from digest_mailer.inbox.sources import open_source
 from digest_mailer.kinds import Label
-from digest_mailer.transport import SMTPSettings, SMTPTransport
+
+if TYPE_CHECKING:
+    from digest_mailer.inbox.outbox import ReplyResult
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -25,11 +22,13 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 
 def _smtp(st: State):  # type: ignore[no-untyped-def]
+    from digest_mailer.transport import SMTPSettings, SMTPTransport
+
     settings = SMTPSettings.from_config(st.config)
     return lambda: SMTPTransport(settings)
 
 
-def _print_replies(replies: list[ReplyResult]) -> None:
+def _print_replies(replies: "list[ReplyResult]") -> None:
     for r in replies:
         style = "green" if r.outcome.kind == "sent" else "yellow"
         err.print(
@@ -58,6 +57,9 @@ def process(
 
     Example: digest-mailer requests process --mbox in.mbox --dry-run --json
     """
+    from digest_mailer.inbox import actions
+    from digest_mailer.inbox.sources import open_source
+
     st = state(ctx)
     config = st.config
     source = open_source(config, mbox=mbox, maildir=maildir, imap=imap, read_only=dry_run)
@@ -93,6 +95,8 @@ def review(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Example: digest-mailer requests review
     """
+    from digest_mailer.inbox import actions
+
     with state(ctx).transaction() as session:
         held = [actions.message_dict(r) for r in actions.review_queue(session)]
     if as_json:
@@ -129,6 +133,10 @@ def resolve(
 
     Example: digest-mailer requests resolve 12 subscribe --address ana@lab.org
     """
+    from digest_mailer.inbox import actions
+    from digest_mailer.inbox.actions import InboxContext
+    from digest_mailer.inbox.outbox import send_replies
+
     st = state(ctx)
     make_transport = _smtp(st)  # a missing SMTP setting stops before anything changes
     with st.transaction() as session:
@@ -150,6 +158,10 @@ def list_(
 
     Example: digest-mailer requests list --label unsubscribe --json
     """
+    from rich.table import Table
+
+    from digest_mailer.inbox import actions
+
     if label is not None and label not in set(Label):
         raise typer.BadParameter(f"one of {', '.join(Label)}", param_hint="--label")
     with state(ctx).transaction() as session:

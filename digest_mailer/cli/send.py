@@ -1,34 +1,27 @@
-"""`digest-mailer send`, `status`, `log` and `capture-smtp`."""
+"""`digest-mailer send`, `status`, `log` and `capture-smtp`.
+
+The library is imported inside each command: `status` and `log` read the store and
+need none of the composer, transports or signing that `send` loads."""
 
 import signal
 import sys
 import threading
 import time
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from digest_mailer import composer, sender, workers
-from digest_mailer.capture import start_capture
 from digest_mailer.cli import tables
 from digest_mailer.cli.compose import print_findings
 from digest_mailer.cli.state import EncodingOption, IssueIdOption, err, out, print_json, state, warn
-from digest_mailer.config import refuse_placeholders
-from digest_mailer.csvio import SafeWriter
 from digest_mailer.errors import SendPaused, TestSendFailed
-from digest_mailer.lease import take_lease
-from digest_mailer.lint import lint, lint_config
-from digest_mailer.message import MessageTemplate
-from digest_mailer.models import DELIVERY_STATES
-from digest_mailer.signing import DkimSigner
-from digest_mailer.tokens import signing_secret
-from digest_mailer.transport import FileTransport, SMTPSettings, SMTPTransport
+from digest_mailer.kinds import DeliveryState
 
-DeliveryState = Enum("DeliveryState", {s: s for s in DELIVERY_STATES}, type=str)  # type: ignore[misc]
+if TYPE_CHECKING:
+    from digest_mailer.send.report import SendReport
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -118,12 +111,21 @@ def send(
 
     Example: digest-mailer send vol-2.4.txt --test  (then without --test)
     """
+    from digest_mailer import composer
+    from digest_mailer import send as sending
+    from digest_mailer.config import refuse_placeholders
+    from digest_mailer.lease import take_lease
+    from digest_mailer.lint import lint, lint_config
+    from digest_mailer.signing import DkimSigner
+    from digest_mailer.tokens import signing_secret
+    from digest_mailer.transport import FileTransport, SMTPSettings
+
     st = state(ctx)
     config = st.config
     if to and not test:
         raise typer.BadParameter("--to goes with --test", param_hint="--to")
     if worker:
-        workers.require_postgresql(st.store())
+        sending.require_postgresql(st.store())
     if dry_run is None:
         refuse_placeholders(config)
     composed = composer.compose_file(issue_file, config, issue_id=issue_id, encoding=encoding)
@@ -141,13 +143,13 @@ def send(
         return
     if dry_run is not None:
         with st.transaction(dry_run=True) as session:
-            count = sender.dry_run(session, composed, config, FileTransport(dry_run), secret)
+            count = sending.dry_run(session, composed, config, FileTransport(dry_run), secret)
         out.print(
             f"dry run: wrote {count} message(s) to {dry_run}/; nothing was sent", markup=False
         )
         return
     settings = SMTPSettings.from_config(config)
-    audience = sender.Audience(tuple(lists or ()), tuple(exclude_lists or ()))
+    audience = sending.Audience(tuple(lists or ()), tuple(exclude_lists or ()))
     options = {
         "skip_test": skip_test,
         "resend_uncertain": resend_uncertain,
@@ -159,7 +161,7 @@ def send(
         # the question is asked with no transaction open: a person may take minutes to
         # answer, and one-click unsubscribes must not wait for them
         with st.transaction(dry_run=True) as session:
-            preview = sender.prepare_send(session, composed, **options)
+            preview = sending.prepare_send(session, composed, **options)
         if preview.queued:
             verb = "Resume sending" if preview.resuming else "Send"
             if preview.resuming and audience.line not in preview.audiences:
@@ -171,7 +173,7 @@ def send(
             )
     lease = None
     with st.transaction() as session:
-        plan = sender.prepare_send(session, composed, **options)
+        plan = sending.prepare_send(session, composed, **options)
         if plan.queued and not worker:
             lease = take_lease(
                 session, plan.issue_id, config.workers.lease_seconds, config.smtp.connections
@@ -186,7 +188,7 @@ def send(
         warn(note)
     if plan.queued == 0:
         with st.transaction() as session:
-            done = sender.issue_status(session, plan.issue_id)[0]
+            done = sending.issue_status(session, plan.issue_id)[0]
         counts = {k: v for k, v in done["counts"].items() if v}  # type: ignore[union-attr]
         summary = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no recipients"
         out.print(
@@ -209,10 +211,13 @@ SEED_QUESTION = 10  # a test send to more addresses than this asks first
 
 
 def _test_send(st, composed, secret: bytes, to: list[str], yes: bool) -> None:  # type: ignore[no-untyped-def]
+    from digest_mailer import send as sending
+    from digest_mailer.transport import SMTPSettings, SMTPTransport
+
     transport = SMTPTransport(SMTPSettings.from_config(st.config))
     if not yes and not to:
         with st.transaction(dry_run=True) as session:
-            count = len(sender.test_recipients(session, st.config, to))
+            count = len(sending.test_recipients(session, st.config, to))
         if count > SEED_QUESTION:  # a seed list that grew by mistake (an import to it)
             typer.confirm(
                 f"Send [TEST] copies to {count} addresses on the seed list "
@@ -220,8 +225,8 @@ def _test_send(st, composed, secret: bytes, to: list[str], yes: bool) -> None:  
                 abort=True,
             )
     with st.transaction() as session:
-        recipients = sender.test_recipients(session, st.config, to)
-        results = sender.test_send(session, composed, st.config, transport, secret, recipients)
+        recipients = sending.test_recipients(session, st.config, to)
+        results = sending.test_send(session, composed, st.config, transport, secret, recipients)
     for r in results:
         style = "green" if r.outcome.kind == "sent" else "bold red"
         out.print(
@@ -243,6 +248,18 @@ def _test_send(st, composed, secret: bytes, to: list[str], yes: bool) -> None:  
 
 
 def _run_with_progress(st, plan, composed, settings, secret, signer, worker, lease):  # type: ignore[no-untyped-def]
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from digest_mailer import send as sending
+    from digest_mailer.message import MessageTemplate
+    from digest_mailer.transport import SMTPTransport
+
     stop = threading.Event()
     template = MessageTemplate(composed, st.config, signer=signer)
     columns = (
@@ -252,7 +269,7 @@ def _run_with_progress(st, plan, composed, settings, secret, signer, worker, lea
         TextColumn("{task.fields[rate]:>7.0f}/s"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=False) as progress, _graceful_stop(stop):
+    with Progress(*columns, console=err.console, transient=False) as progress, _graceful_stop(stop):
         task = progress.add_task(f"issue {plan.issue_id}", total=plan.queued or 1, rate=0.0)
         started = time.monotonic()
 
@@ -262,11 +279,11 @@ def _run_with_progress(st, plan, composed, settings, secret, signer, worker, lea
 
         args = (st.store(), plan.issue_id, st.config, template, lambda: SMTPTransport(settings))
         if worker:
-            return workers.run_worker(*args, secret, progress=update, stop=stop)
-        return sender.run_send(*args, secret, progress=update, stop=stop, lease=lease)
+            return sending.run_worker(*args, secret, progress=update, stop=stop)
+        return sending.run_send(*args, secret, progress=update, stop=stop, lease=lease)
 
 
-def _print_report(report: sender.SendReport) -> None:
+def _print_report(report: "SendReport") -> None:
     shown = {k: v for k, v in report.counts.items() if v}
     out.print(
         f"issue {report.issue_id}: {report.state}; "
@@ -285,8 +302,10 @@ def status(
 
     Example: digest-mailer status 2.4 --json
     """
+    from digest_mailer import send as sending
+
     with state(ctx).transaction() as session:
-        rows = sender.issue_status(session, issue)
+        rows = sending.issue_status(session, issue)
     if as_json:
         print_json(rows[0] if issue else rows)
         return
@@ -366,14 +385,17 @@ def log(
 
     Example: digest-mailer log 2.4 --state failed --csv > failed.csv
     """
+    from digest_mailer import send as sending
+    from digest_mailer.csvio import SafeWriter
+
     with state(ctx).transaction() as session:
-        sender.get_issue(session, issue)  # a missing issue writes nothing, not a lone header
-        rows = sender.delivery_log(session, issue, state_filter.value if state_filter else None)
+        sending.get_issue(session, issue)  # a missing issue writes nothing, not a lone header
+        rows = sending.delivery_log(session, issue, state_filter.value if state_filter else None)
         if as_csv:
             writer = SafeWriter(sys.stdout)
-            writer.writerow(sender.LOG_FIELDS)
+            writer.writerow(sending.LOG_FIELDS)
             for r in rows:
-                writer.writerow(r[f] for f in sender.LOG_FIELDS)
+                writer.writerow(r[f] for f in sending.LOG_FIELDS)
             return
         rows = list(rows)
     if as_json:
@@ -407,6 +429,8 @@ def capture_smtp(
 
     Example: digest-mailer capture-smtp --maildir /tmp/captured --port 8025
     """
+    from digest_mailer.capture import start_capture
+
     controller = start_capture(maildir, host, port)
     out.print(f"capturing mail on {host}:{port} into {maildir}/ (Ctrl-C to stop)", markup=False)
     stopped = threading.Event()

@@ -3,13 +3,9 @@
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from digest_mailer.cli.state import err, state
-from digest_mailer.tokens import signing_secret
-from digest_mailer.web import create_app, server_config
-
-STARTUP_FAILURE = 3  # uvicorn's code when it cannot listen
+from digest_mailer.errors import ExitCode
 
 
 def register(app: typer.Typer) -> None:
@@ -28,6 +24,11 @@ def serve(
 
     Example: digest-mailer serve --host 127.0.0.1 --port 8000
     """
+    import uvicorn
+
+    from digest_mailer.tokens import signing_secret
+    from digest_mailer.web import create_app, server_config
+
     st = state(ctx)
     secret = signing_secret(st.config)
     application = create_app(st.store(), st.config, secret)
@@ -38,4 +39,4 @@ def serve(
     except KeyboardInterrupt:
         pass
     if not server.started:
-        raise typer.Exit(STARTUP_FAILURE)
+        raise typer.Exit(ExitCode.STORE)  # as uvicorn does when it cannot listen

@@ -2,7 +2,6 @@
 
 import typer
 
-from digest_mailer import db, subscribers
 from digest_mailer.cli.state import out, state
 
 
@@ -15,6 +14,8 @@ def init(ctx: typer.Context) -> None:
 
     Example: digest-mailer init
     """
+    from digest_mailer import db, subscribers
+
     st = state(ctx)
     created = db.create_sqlite_folder(st.config.database_url)
     if created is not None:

@@ -1,16 +1,16 @@
 """`digest-mailer subscribers ...`: manage the subscriber store."""
 
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from digest_mailer import subscribers
 from digest_mailer.cli.state import out, print_json, state, warn
-from digest_mailer.models import STATUSES
+from digest_mailer.kinds import SubscriberStatus
+
+if TYPE_CHECKING:
+    from digest_mailer import subscribers
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -19,15 +19,15 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Status = Enum("Status", {s: s for s in STATUSES}, type=str)  # type: ignore[misc]
-
 ListOption = Annotated[str | None, typer.Option("--list", "-l", help="Name of a list.")]
-StatusOption = Annotated[Status | None, typer.Option("--status", "-s", help="Only this status.")]
+StatusOption = Annotated[
+    SubscriberStatus | None, typer.Option("--status", "-s", help="Only this status.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def _report(
-    report: subscribers.ImportReport,
+    report: "subscribers.ImportReport",
     *,
     as_json: bool,
     dry_run: bool = False,
@@ -80,6 +80,8 @@ def add(
 
     Example: digest-mailer subscribers add ana@lab.org --name "Ana Lima"
     """
+    from digest_mailer import subscribers
+
     st = state(ctx)
     with st.transaction() as session:
         report = subscribers.add_subscribers(
@@ -103,6 +105,8 @@ def remove(
 
     Example: digest-mailer subscribers remove ana@lab.org --reason "by phone"
     """
+    from digest_mailer import subscribers
+
     with state(ctx).transaction() as session:
         subscriber, changed = subscribers.remove_subscriber(session, email, reason=reason)
     if changed:
@@ -121,6 +125,8 @@ def purge(
 
     Example: digest-mailer subscribers purge ana@lab.org --yes
     """
+    from digest_mailer import subscribers
+
     if not yes:
         typer.confirm(f"Erase {email} and all of their history?", abort=True)
     with state(ctx).transaction() as session:
@@ -139,6 +145,10 @@ def list_(
 
     Example: digest-mailer subscribers list --status active --list seed --json
     """
+    from rich.table import Table
+
+    from digest_mailer import subscribers
+
     with state(ctx).transaction() as session:
         rows = subscribers.list_subscribers(
             session, status=status.value if status else None, list_name=list_name
@@ -170,6 +180,10 @@ def show(
 
     Example: digest-mailer subscribers show ana@lab.org
     """
+    from rich.table import Table
+
+    from digest_mailer import subscribers
+
     with state(ctx).transaction() as session:
         subscriber = subscribers.get_subscriber(session, email)
         data = subscribers.subscriber_dict(subscriber)
@@ -246,6 +260,8 @@ def import_(
 
     Example: digest-mailer subscribers import members.csv --dry-run
     """
+    from digest_mailer import subscribers
+
     st = state(ctx)
     with st.transaction(dry_run=dry_run) as session:
         report = subscribers.import_csv(
@@ -274,6 +290,8 @@ def export(
 
     Example: digest-mailer subscribers export active.csv --status active
     """
+    from digest_mailer import subscribers
+
     chosen = status.value if status else None
     with state(ctx).transaction() as session:
         if file == "-":

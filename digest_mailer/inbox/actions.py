@@ -1,5 +1,5 @@
-"""Acting on the messages sent to the request address: record every message, double
-opt-in, unsubscribe, replies, review.
+"""Acting on the messages sent to the request address: record every message, act on
+what it asks, hold what cannot be read or acted on.
 
 Each message is recorded once (:class:`~digest_mailer.models.InboxMessage`), by its
 Message-ID (or a hash of its bytes), so processing the same mailbox again changes nothing
@@ -7,49 +7,39 @@ and sends nothing twice. What it asks for is decided by :mod:`digest_mailer.inbo
 before any transaction opens; here, inside one savepoint per message
 (:mod:`digest_mailer.inbox.run`):
 
-- ``subscribe``: the address becomes ``pending`` (a new address) and gets a confirmation
-  whose subject carries a token; an active address gets no second confirmation; an
-  address that left keeps its status until it confirms.
-- ``confirm``: a token we issued, found in the store, makes its subscriber ``active``.
-  Tokens expire after :data:`CONFIRM_DAYS` days; only their SHA-256 is stored. An
-  unknown, expired or malformed token activates nobody and gets one reply saying how to
-  subscribe again.
-- ``unsubscribe``: the sender's address becomes ``unsubscribed`` at once, with an event
-  naming the message, and gets one short acknowledgement.
+- ``subscribe``, ``confirm``, ``unsubscribe``: double opt-in, confirmation and
+  unsubscribe, each with its reply (:mod:`digest_mailer.inbox.subscriptions`). An
+  unsubscribe changes a subscription at once only when something proves the subscriber
+  sent it (:func:`_unsubscribe_proof`); otherwise the subscriber is asked to confirm.
 - ``bounce``: handed to :mod:`digest_mailer.bounces.process`, which changes a subscriber
   only on proof.
-- ``ignore`` changes nothing; ``review`` waits for staff (:func:`resolve_message`).
+- ``ignore`` changes nothing; ``review`` waits for staff
+  (:func:`~digest_mailer.inbox.review.resolve_message`).
 
 A message that could not be read or acted on is held for review with the error named
-(:func:`hold_message`); the run goes on.
+(:func:`hold_message`); the run goes on (:func:`process_inbox`), and the replies are
+sent after it (:mod:`digest_mailer.inbox.outbox`).
+
+This module is the public entry of the request actions: the names of
+:mod:`~digest_mailer.inbox.context`, :mod:`~digest_mailer.inbox.confirmations`,
+:mod:`~digest_mailer.inbox.subscriptions` and :mod:`~digest_mailer.inbox.review` are
+importable from here too.
 """
 
-import hashlib
 import re
-import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from digest_mailer.addresses import (
-    MAX_ADDRESS,
-    address_key,
-    clip,
-    display_name,
-    mailbox_key,
-    normalize_address,
-)
-from digest_mailer.bounces.process import BounceContext, handle_report
-from digest_mailer.composer import template_environment
+from digest_mailer.addresses import MAX_ADDRESS, address_key, clip
+from digest_mailer.bounces.process import handle_report
 from digest_mailer.config import Config
 from digest_mailer.db import Store
 from digest_mailer.errors import DigestMailerError, InputError, NotFoundError
 from digest_mailer.inbox.classify import (
-    TOKEN_SHAPE,
     Incoming,
     Policy,
     Unreadable,
@@ -59,73 +49,42 @@ from digest_mailer.inbox.classify import (
     parse,
     readable_text,
 )
+from digest_mailer.inbox.confirmations import CONFIRM_DAYS, token_hash
+from digest_mailer.inbox.context import InboxContext, InboxResult
 from digest_mailer.inbox.held import KEEP_RAW_BYTES, record_held
-from digest_mailer.inbox.outbox import ReplyResult, queue_reply, reply_refused, send_replies
+from digest_mailer.inbox.outbox import ReplyResult, send_replies
+from digest_mailer.inbox.review import (
+    RESOLUTIONS,
+    list_messages,
+    message_dict,
+    resolve_message,
+    review_queue,
+)
 from digest_mailer.inbox.run import HeldMessage, RunResult, Steps, run_mailbox
 from digest_mailer.inbox.sources import MessageSource
+from digest_mailer.inbox.subscriptions import (
+    ACTOR,
+    ask_to_confirm_unsubscribe,
+    confirm_token,
+    start_subscription,
+    unsubscribe,
+)
 from digest_mailer.kinds import InboxState, Label
-from digest_mailer.models import Confirmation, Delivery, InboxMessage, Reply, Subscriber, utcnow
-from digest_mailer.subscribers import find_subscriber, record_event, set_status
-from digest_mailer.tokens import make_token, read_token, signing_secret
+from digest_mailer.models import Delivery, InboxMessage, Reply, Subscriber
+from digest_mailer.subscribers import find_subscriber
+from digest_mailer.tokens import read_token, signing_secret
 from digest_mailer.transport import Transport
 
-CONFIRM_DAYS = 7
+__all__ = [  # with the parts' names, importable from here as before the split
+    "ACTOR", "CONFIRM_DAYS", "EXCERPT_CHARS", "MAX_LINK_SEARCH", "PASSIVE_ACTIONS",
+    "RESOLUTIONS", "UNSUBSCRIBE_LINK", "Decided", "InboxContext", "InboxResult",
+    "InputError", "NotFoundError", "ask_to_confirm_unsubscribe", "confirm_token",
+    "decide_message", "handle_decided", "handle_message", "hold_message", "list_messages",
+    "message_dict", "process_inbox", "resolve_message", "review_queue", "send_replies",
+    "start_subscription", "token_hash", "unsubscribe",
+]  # fmt: skip
+
 EXCERPT_CHARS = 2000
-ACTOR = "email-request"
-
-
-@dataclass
-class InboxResult:
-    """What happened to one message; ``address`` is the address whose subscription
-    changes (the token for ``confirm``)."""
-
-    message_id: str | None
-    sender: str
-    label: str
-    address: str | None
-    action: str
-    reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "message_id": self.message_id,
-            "from": self.sender,
-            "label": self.label,
-            "address": self.address,
-            "action": self.action,
-            "reason": self.reason,
-        }
-
-
-class InboxContext:
-    """What handling a message needs besides the session: config, our addresses, time."""
-
-    def __init__(
-        self, config: Config, *, now: datetime | None = None, dry_run: bool = False
-    ) -> None:
-        self.config = config
-        self.now = now or utcnow()
-        self.dry_run = dry_run  # replies are recorded but not built
-        self.bounces = BounceContext(config, now=self.now)
-        self.ours = self.bounces.ours
-        self.policy = Policy(self.ours, config.inbox.authserv_id, config.inbox.max_message_bytes)
-        self._env: Any = None
-
-    @property
-    def env(self) -> Any:
-        if self._env is None:
-            self._env = template_environment(self.config)
-        return self._env
-
-    def normalized(self, address: str) -> str:
-        return normalize_address(
-            address, allow_test_domains=self.config.subscribers.allow_test_domains
-        )
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.strip().lower().encode("ascii", "replace")).hexdigest()
-
 
 # --------------------------------------------------------------------------- one message
 
@@ -310,233 +269,6 @@ def _unsubscribe_proof(
 MAX_LINK_SEARCH = 1 << 20
 
 
-def ask_to_confirm_unsubscribe(
-    session: Session,
-    ctx: InboxContext,
-    subscriber: Subscriber,
-    request: InboxMessage | None,
-    incoming: Incoming | None,
-) -> str:
-    """An unsubscribe request nothing proves the subscriber sent: the subscriber is asked
-    to confirm it (the signed one-click link, or a reply), and nothing changes until then."""
-    origin = _origin(request, ACTOR)
-    record_event(
-        session, subscriber, "request", ACTOR,
-        f"asked by email to unsubscribe ({origin}); nothing proves the sender owns the "
-        "address, so the subscriber is asked to confirm",
-    )  # fmt: skip
-    refused = reply_refused(session, ctx.config, subscriber.email, "confirm_unsubscribe", ctx.now)
-    if refused:
-        return f"none: not proven; no confirmation sent ({refused})"
-    nl = ctx.config.newsletter
-    link = ""
-    if nl.public_url:
-        try:
-            secret = signing_secret(ctx.config)
-            token = make_token(secret, "unsubscribe", subscriber.id, subscriber.link_salt)
-            link = f"{nl.public_url.rstrip('/')}/u/{token}"
-        except DigestMailerError:
-            link = ""
-    queue_reply(
-        session, ctx, "confirm_unsubscribe", subscriber.email, "",
-        f"Confirm: stop sending {nl.title} to {subscriber.email}?",
-        {"address": subscriber.email, "unsubscribe_url": link}, request, incoming,
-    )  # fmt: skip
-    return "none: not proven; asked the subscriber to confirm the unsubscribe"
-
-
-# --------------------------------------------------------------------------- the actions
-
-
-def _origin(request: InboxMessage | None, otherwise: str) -> str:
-    """What an event names as the cause: the message, else who acted."""
-    return f"message {request.message_id}" if request and request.message_id else otherwise
-
-
-def start_subscription(
-    session: Session,
-    ctx: InboxContext,
-    address: str,
-    name: str,
-    request: InboxMessage | None,
-    incoming: Incoming | None,
-) -> str:
-    """Double opt-in: ``pending`` plus a confirmation, unless already active."""
-    subscriber = find_subscriber(session, address)
-    origin = _origin(request, "staff")
-    if subscriber is not None and subscriber.status == "active":
-        return "none: already subscribed"
-    if subscriber is not None and subscriber.status in ("complained", "bounced") and request:
-        # someone who reported us as spam, or whose mail bounced, gets no mail on a request
-        # anyone could have written: staff decide
-        request.state = InboxState.REVIEW
-        return f"held for review: the address is {subscriber.status}; no confirmation sent"
-    if subscriber is None:
-        subscriber = Subscriber(
-            email=address,
-            email_key=address_key(address),
-            name=display_name(name),
-            status="pending",
-            source=ACTOR,
-            created_at=ctx.now,
-            updated_at=ctx.now,
-        )
-        session.add(subscriber)
-        session.flush()
-        record_event(
-            session,
-            subscriber,
-            "status",
-            ACTOR,
-            f"subscription requested ({origin})",
-            None,
-            "pending",
-        )
-    elif subscriber.status != "pending":
-        # keeps its status (not mailed either way) until the person confirms
-        record_event(
-            session,
-            subscriber,
-            "request",
-            ACTOR,
-            f"asked to subscribe again ({origin}); active once confirmed",
-        )
-    refused = reply_refused(session, ctx.config, address, "confirm", ctx.now)
-    if refused:
-        return f"{subscriber.status}: no confirmation sent ({refused})"
-    token = secrets.token_hex(16)
-    session.add(
-        Confirmation(
-            subscriber_id=subscriber.id,
-            token_hash=token_hash(token),
-            request_id=request.id if request else None,
-            created_at=ctx.now,
-            expires_at=ctx.now + timedelta(days=CONFIRM_DAYS),
-        )
-    )
-    nl = ctx.config.newsletter
-    link = f"{nl.public_url.rstrip('/')}/c/{token}" if nl.public_url else ""
-    queue_reply(
-        session,
-        ctx,
-        "confirm",
-        address,
-        "",  # never a display name someone else may have written
-        f"Confirm your subscription [token: {token}]",
-        {"confirm_url": link, "token": token, "days": CONFIRM_DAYS, "address": address},
-        request,
-        incoming,
-    )
-    return f"{subscriber.status}: confirmation sent to {address}"
-
-
-def confirm_token(
-    session: Session,
-    ctx: InboxContext,
-    token: str,
-    request: InboxMessage | None = None,
-    incoming: Incoming | None = None,
-    *,
-    actor: str = ACTOR,
-) -> str:
-    """Activate the subscription a confirmation token names; says what happened. Only a
-    token we issued and that is still valid activates anybody. A reply by email with an
-    unknown, expired or malformed token gets one answer saying how to subscribe again."""
-    confirmation = None
-    if TOKEN_SHAPE.fullmatch(token or ""):
-        confirmation = session.scalars(
-            select(Confirmation).where(Confirmation.token_hash == token_hash(token))
-        ).first()
-    subscriber = session.get(Subscriber, confirmation.subscriber_id) if confirmation else None
-    if confirmation is not None and subscriber is not None:
-        if confirmation.confirmed_at is not None or subscriber.status == "active":
-            return "none: already confirmed"
-        if incoming is not None and mailbox_key(incoming.sender) != mailbox_key(subscriber.email):
-            # a gateway, a helpdesk, a link scanner or a person the mail was forwarded to
-            # echoed the token: only the address itself (or the web link) confirms
-            return f"none: the token came back from {clip(incoming.sender, 80)}, not the address"
-        if confirmation.expires_at > ctx.now:
-            origin = _origin(request, actor)
-            confirmation.confirmed_at = ctx.now
-            set_status(session, subscriber, "active", actor=actor, detail=f"confirmed ({origin})")
-            return "subscribed: confirmed"
-        why = "none: expired token"
-    elif TOKEN_SHAPE.fullmatch(token or ""):
-        why = "none: unknown token"
-    else:
-        why = "none: malformed token"
-    if incoming is None or not incoming.sender:
-        return why
-    try:
-        address = ctx.normalized(incoming.sender)
-    except DigestMailerError:
-        return f"{why}; no reply (the sender's address is not valid)"
-    refused = reply_refused(session, ctx.config, address, "unknown_token", ctx.now)
-    if refused:
-        return f"{why}; no reply ({refused})"
-    title = ctx.config.newsletter.title
-    queue_reply(
-        session, ctx, "unknown_token", address, "", f"{title}: how to subscribe",
-        {"days": CONFIRM_DAYS, "address": address}, request, incoming,
-    )  # fmt: skip
-    return f"{why}; told how to subscribe again"
-
-
-def unsubscribe(
-    session: Session,
-    ctx: InboxContext,
-    address: str,
-    request: InboxMessage | None,
-    incoming: Incoming | None,
-) -> str:
-    """Unsubscribe at once and acknowledge (also when the address was not on the list,
-    so the person knows to write from the address that receives the digest)."""
-    subscriber = find_subscriber(session, address)
-    origin = _origin(request, "staff")
-    title = ctx.config.newsletter.title
-    if subscriber is None:
-        action, kind, subject = "none: not subscribed", "not_subscribed", f"{title}: not subscribed"
-    else:
-        kind, subject = "unsubscribed", f"You are unsubscribed from {title}"
-        # outstanding confirmations must not bring the address back
-        session.execute(
-            update(Confirmation)
-            .where(
-                Confirmation.subscriber_id == subscriber.id,
-                Confirmation.confirmed_at.is_(None),
-                Confirmation.expires_at > ctx.now,
-            )
-            .values(expires_at=ctx.now)
-        )
-        if subscriber.status in ("active", "pending"):
-            set_status(
-                session,
-                subscriber,
-                "unsubscribed",
-                actor=ACTOR,
-                detail=f"unsubscribe request ({origin})",
-                reason="asked by email",
-            )
-            action = "unsubscribed"
-        else:
-            action = f"none: already {subscriber.status}"
-    refused = reply_refused(session, ctx.config, address, kind, ctx.now)
-    if refused:
-        return f"{action}; no acknowledgement ({refused})"
-    queue_reply(
-        session,
-        ctx,
-        kind,
-        address,
-        subscriber.name if subscriber else "",
-        subject,
-        {"address": address},
-        request,
-        incoming,
-    )
-    return f"{action}; acknowledgement sent"
-
-
 # --------------------------------------------------------------------------- the mailbox run
 
 
@@ -564,103 +296,6 @@ def process_inbox(
     if dry_run or make_transport is None:
         return run, []
     return run, send_replies(store, config, make_transport(), now=now)
-
-
-# --------------------------------------------------------------------------- staff review
-
-
-def review_queue(session: Session) -> Sequence[InboxMessage]:
-    return session.scalars(
-        select(InboxMessage)
-        .where(InboxMessage.state == InboxState.REVIEW)
-        .order_by(InboxMessage.id)
-    ).all()
-
-
-def list_messages(
-    session: Session, *, label: str | None = None, limit: int = 100
-) -> Sequence[InboxMessage]:
-    query = select(InboxMessage).order_by(InboxMessage.id.desc()).limit(limit)
-    if label:
-        query = query.where(InboxMessage.label == label)
-    return session.scalars(query).all()
-
-
-RESOLUTIONS = ("subscribe", "unsubscribe", "ignore")
-
-
-def resolve_message(
-    session: Session,
-    ctx: InboxContext,
-    request_id: int,
-    decision: str,
-    address: str | None = None,
-) -> InboxResult:
-    """Staff settle a request held for review: subscribe (double opt-in, a confirmation
-    is sent), unsubscribe (at once, acknowledged) or ignore."""
-    if decision not in RESOLUTIONS:
-        raise InputError(f"resolve with one of {', '.join(RESOLUTIONS)}, not {decision!r}")
-    request = session.get(InboxMessage, request_id)
-    if request is None:
-        raise NotFoundError(
-            f"no request with id {request_id} (see `digest-mailer requests review`)"
-        )
-    if request.state != InboxState.REVIEW:
-        raise InputError(
-            f"request {request_id} is not waiting for review (it was {request.state}: "
-            f"{request.label}, {request.action})"
-        )
-    target = address or request.from_address
-    action = "none"
-    if decision != "ignore":
-        if not target:
-            raise InputError(f"request {request_id} has no sender address: give --address")
-        target = ctx.normalized(target)
-        incoming = _incoming_of(request)
-        if decision == "subscribe":
-            action = start_subscription(session, ctx, target, "", request, incoming)
-        else:
-            action = unsubscribe(session, ctx, target, request, incoming)
-    request.state, request.resolution = InboxState.RESOLVED, decision
-    request.resolved_at = ctx.now
-    request.address = target if decision != "ignore" else None
-    request.action = f"resolved by staff: {action}"
-    session.flush()
-    return InboxResult(
-        request.message_id,
-        request.from_address,
-        request.label,
-        request.address,
-        request.action,
-        request.reason,
-    )
-
-
-def _incoming_of(request: InboxMessage) -> Incoming | None:
-    """The original message again (kept for review), so the reply can refer to it."""
-    if not request.raw:
-        return None
-    try:
-        return parse(request.raw)
-    except Unreadable:
-        return None
-
-
-def message_dict(request: InboxMessage) -> dict[str, Any]:
-    return {
-        "id": request.id,
-        "message_id": request.message_id,
-        "from": request.from_address,
-        "subject": request.subject,
-        "label": request.label,
-        "state": request.state,
-        "address": request.address,
-        "action": request.action,
-        "reason": request.reason,
-        "excerpt": request.excerpt,
-        "received_at": request.received_at.isoformat() if request.received_at else None,
-        "created_at": request.created_at.isoformat(),
-    }
 
 
 def handle_message(session: Session, ctx: InboxContext, raw: bytes) -> InboxResult:

@@ -4,113 +4,108 @@ Labels (:class:`~digest_mailer.kinds.Label`): ``subscribe``, ``unsubscribe``, ``
 ``bounce``, ``ignore``, ``review``. Harm comes first: anything that could change the wrong
 person's subscription goes to staff.
 
-- Only what the sender wrote counts: quoted lines, the "On … wrote:" block and everything
-  after it, forwarded and original-message blocks, signatures and legal disclaimers (in
-  English, German, French, Japanese…) are cut before the text is read; the first
-  :data:`MAX_OWN_TEXT` characters are kept and the first :data:`MAX_INTENT_TEXT` read
-  for what the sender asks.
+- Only what the sender wrote counts (:mod:`~digest_mailer.inbox.quoting`): quoted lines,
+  the "On … wrote:" block and everything after it, forwarded and original-message blocks,
+  signatures and legal disclaimers are cut before the text is read; the first
+  :data:`~digest_mailer.inbox.quoting.MAX_OWN_TEXT` characters are kept and the first
+  :data:`MAX_INTENT_TEXT` read for what the sender asks.
 - Automatic mail (RFC 3834 and vendor headers), read receipts (RFC 8098), challenge-
   response mail, our own mail, mailer daemons, mail flagged as spam, and bulk mail
-  (list headers, ``Precedence: bulk``, or unsubscribe instructions of its own) are ignored.
+  (list headers, ``Precedence: bulk``, or unsubscribe instructions of its own) are ignored
+  (:mod:`~digest_mailer.inbox.automatic`).
 - Delivery and complaint reports are bounces.
 - Requests are read with the lexicons of :mod:`digest_mailer.inbox.lexicon` (seven
   languages). A request about someone else (a colleague, a named person, another
-  address) is held for review, as is one whose sender failed DMARC at our server.
-- A confirmation needs a token; whether it is ours is for the store to say.
+  address) is held for review, as is one whose sender failed DMARC at our server
+  (:mod:`~digest_mailer.inbox.authentication`).
+- A confirmation needs a token (:mod:`~digest_mailer.inbox.confirm_tokens`); whether it
+  is ours is for the store to say.
 
-Pure: this module reads and decides, changes nothing and imports nothing from the store
-(see :mod:`digest_mailer.inbox.actions`). Every pattern is linear in its input: bounded
-gaps, and the line patterns run only on lines of at most :data:`MAX_LINE` characters.
+This module is the decision (:func:`decide`) and the public entry of the classifier: the
+names of its parts (:mod:`~digest_mailer.inbox.reading` parses a message and decodes its
+bodies) are importable from here too.
+
+Pure: the classifier reads and decides, changes nothing and imports nothing from the
+store (see :mod:`digest_mailer.inbox.actions`). Every pattern is linear in its input:
+bounded gaps, and the line patterns run only on lines of at most :data:`MAX_LINE`
+characters.
 """
 
-import email
-import email.errors
-import email.parser
-import email.policy
-import email.utils
-import hashlib
 import re
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.header import decode_header
-from email.message import Message
-
-import lxml.etree
-import lxml.html
 
 from digest_mailer.addresses import address_key, find_addresses
+from digest_mailer.inbox.authentication import (
+    AuthResult,
+    authenticated_sender,
+    failed_authentication,
+    our_authentication_results,
+)
+from digest_mailer.inbox.automatic import (
+    AUTO_SUBJECT,
+    BOUNCE_SUBJECT,
+    CHALLENGE,
+    CHALLENGE_HEADERS,
+    DAEMONS,
+    NO_REPLY,
+    RECEIPT_SUBJECT,
+    RECEIPT_TEXT,
+    SMTP_CODE,
+    automatic,
+    challenge,
+    receipt,
+    report_type,
+    spam,
+)
+from digest_mailer.inbox.confirm_tokens import CONFIRM_LINK, CONFIRM_TOKEN, TOKEN_SHAPE, find_tokens
 from digest_mailer.inbox.lexicon import LANGUAGES
+from digest_mailer.inbox.quoting import (
+    MAX_OWN_TEXT,
+    REPLY_PREFIX,
+    bare_subject,
+    normalize,
+    own_text,
+)
+from digest_mailer.inbox.reading import (
+    CHARSET_SUPERSETS,
+    HEADER_PEEK,
+    MAX_BODY,
+    MAX_BOUNDARIES,
+    MAX_DEPTH,
+    MAX_HEADER,
+    MAX_HTML,
+    MAX_LINE,
+    MAX_PARTS,
+    Incoming,
+    Undecodable,
+    Unreadable,
+    body_text,
+    decode_bytes,
+    decode_words,
+    html_to_text,
+    message_key,
+    parse,
+    readable_text,
+)
 from digest_mailer.kinds import Label
 
-MAX_OWN_TEXT = 64 * 1024  # characters of the sender's own text that are kept
-# characters of it read for what the sender asks: a request is short, and the lexicons'
-# patterns cost about 2 ms a kilobyte together
+__all__ = [  # the parts' names, importable from here as before the split
+    "AUTO_SUBJECT", "BOUNCE_SUBJECT", "BULK_FOOTER", "CHALLENGE", "CHALLENGE_HEADERS",
+    "CHANGE_OF_ADDRESS", "CHARSET_SUPERSETS", "CONFIRM_LINK", "CONFIRM_TOKEN", "DAEMONS",
+    "HEADER_PEEK", "MAX_BODY", "MAX_BOUNDARIES", "MAX_DEPTH", "MAX_HEADER", "MAX_HTML",
+    "MAX_INTENT_TEXT", "MAX_LINE", "MAX_OWN_TEXT", "MAX_PARTS", "NO_REPLY", "PITCH",
+    "RECEIPT_SUBJECT", "RECEIPT_TEXT", "REPLY_PREFIX", "SMTP_CODE", "TOKEN_SHAPE",
+    "AuthResult", "Incoming", "OurAddresses", "Policy", "Undecodable", "Unreadable",
+    "Verdict", "authenticated_sender", "automatic", "bare_subject", "body_text", "challenge",
+    "decide", "decode_bytes", "decode_words", "failed_authentication", "html_to_text",
+    "message_key", "normalize", "our_authentication_results", "own_text", "parse",
+    "readable_text", "receipt", "report_type", "spam",
+]  # fmt: skip
+
+# characters of the sender's own text read for what the sender asks: a request is short,
+# and the lexicons' patterns cost about 2 ms a kilobyte together
 MAX_INTENT_TEXT = 8 * 1024
-MAX_BODY = 1 << 20  # characters of a body that are cut into own text
-MAX_LINE = 1000  # longer lines are never quote markers, attributions or headers
-MAX_HTML = 2 << 20  # bytes of HTML handed to the HTML parser
-MAX_BOUNDARIES = 100  # multipart parts with a boundary of their own: more is an attack
-HEADER_PEEK = 256 * 1024  # bytes read for the headers of a message too large to parse
-
-# our tokens: [token: 32 hex] in the subject, /c/32-hex in the link; anything token-like
-# of another length is a confirmation attempt that can only fail
-CONFIRM_TOKEN = re.compile(r"\[token:[ \t]{0,5}([0-9a-z]{1,64})[ \t]{0,5}\]", re.I)
-CONFIRM_LINK = re.compile(r"(?:/|%2f)c(?:/|%2f)([0-9a-z]{1,64})(?![0-9a-z])", re.I)
-TOKEN_SHAPE = re.compile(r"[0-9a-f]{32}")
-
-DAEMONS = {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "maildaemon"}
-NO_REPLY = re.compile(r"^(no-?reply|do-?not-?reply|donotreply|bounces?|notifications?)\b", re.I)
-AUTO_SUBJECT = re.compile(
-    r"^[ \t]*(automatic reply|auto(matic)?[- ]?reply|auto-?response|auto:|out of (the )?office"
-    r"|ooo\b|abwesenheitsnotiz|r[ée]ponse automatique|respuesta autom[áa]tica|自動応答|自動返信"
-    r"|不在|자동 ?응답|부재|自动回复|自動回覆)",
-    re.I,
-)
-BOUNCE_SUBJECT = re.compile(
-    r"undeliver|undelivered|delivery (status notification|failure|has failed|incomplete)"
-    r"|failure notice|returned mail|mail delivery (failed|failure|system|delayed)"
-    r"|could not be delivered|delivery problem|non-?delivery|delivery delayed"
-    r"|warning: message|delayed mail|unzustellbar|nicht zugestellt|non remis"
-    r"|[ée]chec de (?:la )?remise|no se (?:ha )?podido entregar|no entregado"
-    r"|退信|退回|未能(?:成功)?投递|无法投递|無法投遞|投递失败|投遞失敗|配信不能|配信エラー"
-    r"|送信エラー|不達|전송 ?실패|반송|발송 ?실패",
-    re.I,
-)
-SMTP_CODE = re.compile(
-    r"\b[45]\d\d\b|\b[45]\.\d{1,3}\.\d{1,3}\b|user unknown|no such user|delivery (?:is )?delayed"
-    r"|has been delayed|will be retried|has not yet been delivered",
-    re.I,
-)
-REPLY_PREFIX = re.compile(
-    r"^[ \t]*(?:(?:re|fwd?|aw|wg|sv|vs|tr|rif|antw|返信|転送|답장|회신|回复|回覆|转发|轉寄)"
-    r"[ \t]*(?:\[\d{1,4}\])?[ \t]*[:：][ \t]*){1,10}",
-    re.I,
-)
-# read receipts (RFC 8098 and the subjects clients give them)
-RECEIPT_SUBJECT = re.compile(
-    r"^[ \t]*(?:read|gelesen|lu|le[íi]do|lido|letto|gelezen|読みました|開封済み|開封"
-    r"|읽음|已读|已讀|not read|nicht gelesen|non lu|no le[íi]do)[ \t]*[:：]",
-    re.I,
-)
-RECEIPT_TEXT = re.compile(
-    r"was read on|has been read|was displayed|wurde (?:am .{0,40})?gelesen|a été lu|fue leído"
-    r"|read receipt|lesebestätigung|accusé de lecture|confirmación de lectura"
-    r"|開封確認|開封されました"
-    r"|읽음 확인|已读回执|已讀回條|was deleted without being read",
-    re.I,
-)
-# challenge-response and sender-verification systems
-CHALLENGE = re.compile(
-    r"verify (?:that )?you(?:'re| are) (?:a )?(?:human|real|not a robot)|challenge[- ]response"
-    r"|sender verification|verify your (?:e-?mail )?(?:address|message)|approve (?:this )?sender"
-    r"|(?:whitelist|allowlist|safe ?list) (?:yourself|request)|your message (?:is|has been) held"
-    r"|to (?:get|have) your (?:e-?mail|message) delivered|spam ?arrest|boxtrapper|mailblocks"
-    r"|confirm (?:that )?you sent",
-    re.I,
-)
-CHALLENGE_HEADERS = ("X-Boxtrapper", "X-Spamarrest-Noauth", "X-Challenge", "X-Verification")
 
 # --------------------------------------------------------------------------- what people write
 
@@ -189,391 +184,6 @@ PITCH = _compile(
     ]
 )
 
-# --------------------------------------------------------------------------- quoted text
-
-_SEPARATOR = re.compile(
-    r"^[ \t]*(-{2,}[ \t]*(original message|forwarded message|weitergeleitete nachricht"
-    r"|ursprüngliche nachricht|message d'origine|message transféré|mensaje original"
-    r"|mensaje reenviado|転送されたメッセージ|元のメッセージ|원본 메시지|전달된 메시지"
-    r"|原始邮件|原始郵件|转发的邮件)"
-    r"|_{8,}[ \t]*$|begin forwarded message:|forwarded message:)",
-    re.I,
-)
-_ATTRIBUTION_END = re.compile(
-    r"(wrote|a écrit|schrieb|escribió|scritto|書きました|작성|写道|寫道)[ \t]*[:：][ \t]*$"
-    r"|<[^<>\s@]{1,64}@[^<>\s]{1,255}>[ \t]*[:：][ \t]*$|のメッセージ[ \t]*[:：]?[ \t]*$",
-    re.I,
-)
-_ATTRIBUTION_START = re.compile(r"^[ \t]*(on|le|am|el|il)\s.{4,}", re.I)
-_HEADER_FROM = re.compile(
-    r"^[ \t]*\*?(from|von|de|差出人|送信者|보낸 ?사람|发件人|寄件者)[ \t]*\*?[ \t]*[:：]", re.I
-)
-_HEADER_NEXT = re.compile(
-    r"^[ \t]*\*?(sent|date|to|subject|gesendet|envoyé|enviado|送信日時|日時|宛先|件名|보낸 날짜"
-    r"|받는 ?사람|제목|发送时间|收件人|主题|寄件日期|主旨)[ \t]*\*?[ \t]*[:：]",
-    re.I,
-)
-_SIGN_OFF = re.compile(
-    r"^[ \t]*(sent from my \w+|get outlook for|sent from (mail|outlook|yahoo)|iphoneから送信"
-    r"|android(から|で)送信|von meinem \w+ gesendet|envoyé de mon \w+|enviado desde mi \w+"
-    r"|发自我的|從我的 \w+ 傳送|iphone에서 보냄)",
-    re.I,
-)
-_DISCLAIMER = re.compile(
-    r"^[ \t]*(\**[ \t]*)?(confidential(ity)?( notice)?\b|disclaimer\b|legal notice\b"
-    r"|this (e-?mail|message|communication)( and any (attachments?|files))?"
-    r"( \(including any attachments\))? (is|are|may|contains?) (be |also )?(confidential"
-    r"|intended|privileged|protected|legally|subject to)"
-    r"|the information (contained )?in this (e-?mail|message)|if you are not the intended"
-    r"|this (e-?mail|message) and any (attachments?|files)|please consider the environment"
-    r"|diese (e-?mail|nachricht) (enthält|ist|kann)|vertraulichkeitshinweis|haftungsausschluss"
-    r"|wenn sie nicht der (richtige|beabsichtigte) (adressat|empfänger)"
-    r"|ce (message|courriel|e-?mail) (est|et|peut|contient)|avertissement\b|avis de confidentialité"
-    r"|si vous n'êtes pas (le )?destinataire|este (mensaje|correo) (es|y|puede|contiene)"
-    r"|aviso (legal|de confidencialidad)"
-    r"|本メールは|このメールは|本電子メール|このメッセージは|【?機密|免責事項|秘密保持"
-    r"|본 (메일|이메일)은|이 (메일|이메일)은|本邮件|本郵件|此邮件|此郵件|免责声明|免責聲明"
-    r"|【(?:ご注意|注意|免責|機密|秘密))",
-    re.I,
-)
-_FOOTER = re.compile(
-    r"you receive this because you subscribed|forwarded this\? to receive|"
-    r"to unsubscribe from this (digest|newsletter)",
-    re.I,
-)
-
-
-def own_text(body: str) -> str:
-    """What the sender wrote: quotes, attributions, forwarded blocks, signatures and
-    disclaimers cut away; at most :data:`MAX_OWN_TEXT` characters."""
-    lines = body[:MAX_BODY].replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    kept: list[str] = []
-    size = 0
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        if stripped.startswith((">", "＞")):
-            continue
-        if len(line) <= MAX_LINE:
-            if _SEPARATOR.match(line) or _FOOTER.search(line) or _SIGN_OFF.match(line):
-                break
-            if stripped in ("--", "-- ", "—", "__"):
-                break
-            if _DISCLAIMER.match(line):
-                break
-            if _ATTRIBUTION_END.search(line):
-                # a wrapped "On <date>, <name>\n<address> wrote:" starts on the line before
-                if kept and _ATTRIBUTION_START.match(kept[-1]) and not kept[-1].endswith("."):
-                    kept.pop()
-                break
-            if _ATTRIBUTION_START.match(line) and i + 1 < len(lines):
-                joined = line + " " + lines[i + 1].strip()
-                if len(joined) <= MAX_LINE and _ATTRIBUTION_END.search(joined):
-                    break
-            if _HEADER_FROM.match(line):
-                following = [x for x in lines[i + 1 : i + 5] if x.strip()]
-                if following and len(following[0]) <= MAX_LINE and _HEADER_NEXT.match(following[0]):
-                    break
-        kept.append(line.rstrip())
-        size += len(line) + 1
-        if size >= MAX_OWN_TEXT:
-            break
-    return "\n".join(kept).strip()[:MAX_OWN_TEXT]
-
-
-def normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).replace("’", "'").replace("‘", "'")
-    return re.sub(r"[ \t]+", " ", text).lower()
-
-
-def bare_subject(subject: str) -> str:
-    return REPLY_PREFIX.sub("", subject[:MAX_LINE]).strip()
-
-
-# --------------------------------------------------------------------------- reading a message
-
-
-class Unreadable(Exception):
-    """The message cannot be parsed well enough to decide anything."""
-
-
-@dataclass
-class Incoming:
-    """A parsed message with what the decision needs.
-
-    Parsed with the ``compat32`` policy and headers decoded here on demand: the modern
-    policy models every header it touches and costs several times more per message."""
-
-    key: str
-    message_id: str | None
-    sender: str
-    sender_name: str
-    subject: str
-    date: datetime | None
-    message: Message
-    raw: bytes
-    references: str = ""
-    too_large: bool = False
-
-
-def message_key(message_id: str | None, raw: bytes) -> str:
-    if message_id and len(message_id) <= 255:
-        return message_id
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
-MAX_HEADER = 8192  # characters of one header that are read
-
-
-def decode_words(value: str) -> str:
-    """RFC 2047 encoded words decoded (each in its charset's usual superset); raw 8-bit
-    header bytes read as UTF-8. At most :data:`MAX_HEADER` characters."""
-    value = value[:MAX_HEADER].replace("\x00", "")  # PostgreSQL text cannot hold NUL
-    if any("\udc80" <= ch <= "\udcff" for ch in value):
-        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if "=?" not in value:
-        return value
-    try:
-        parts = decode_header(value)
-    except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
-        return value
-    return "".join(
-        chunk if isinstance(chunk, str) else decode_bytes(chunk, charset or "utf-8")
-        for chunk, charset in parts
-    )
-
-
-def _header(msg: Message, name: str) -> str:
-    """The first ``name`` header, unfolded and decoded, or ''."""
-    value = msg.get(name)
-    if value is None:
-        return ""
-    if not isinstance(value, str):  # a Header object for raw 8-bit bytes
-        value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), "")
-    return re.sub(r"\s+", " ", decode_words(str(value))).strip()
-
-
-def _sender_of(msg: Message) -> tuple[str, str]:
-    """(display name, address) of the one sender, or ('', '') when the From header is
-    missing, repeated, or names more than one mailbox: a request must come from one
-    address. The address in angle brackets wins over anything address-like before it."""
-    if len(msg.get_all("From") or []) != 1:
-        return "", ""
-    value = _unicode_header(msg, "From")
-    outside = re.sub(r'"[^"]{0,500}"', '""', value)  # quoted display names
-    if outside.count("<") > 1 or outside.count(",") > 0 and "<" not in outside:
-        return "", ""
-    if outside.count("<") == 1 and outside.count(">") == 1:
-        address = value[value.rindex("<") + 1 : value.rindex(">")].strip()
-        name = value[: value.rindex("<")].strip().strip('"').strip()
-        return name, address if address.count("@") == 1 else ""
-    try:
-        name, address = email.utils.parseaddr(value)
-    except (RecursionError, ValueError, IndexError):
-        return "", ""
-    return name, address if address.count("@") == 1 else ""
-
-
-def _unicode_header(msg: Message, name: str) -> str:
-    """The first ``name`` header as written, unfolded, raw 8-bit bytes read as UTF-8 (RFC
-    6532 internationalised addresses), RFC 2047 words left encoded."""
-    value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), "")
-    value = str(value)[:MAX_HEADER]
-    if not value.isascii():
-        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return re.sub(r"\s+", " ", value.replace("\x00", "")).strip()
-
-
-def _raw_header(msg: Message, name: str) -> str:
-    value = msg.get(name)
-    value = value[:MAX_HEADER].replace("\x00", "") if isinstance(value, str) else ""
-    return re.sub(r"\s+", " ", value).strip()
-
-
-def parse(raw: bytes, *, max_bytes: int | None = None) -> Incoming:
-    """Parse a message; :class:`Unreadable` when it is not an email at all. A message over
-    ``max_bytes`` has only its headers read (``too_large`` is set)."""
-    if not raw.strip():
-        raise Unreadable("empty message")
-    too_large = max_bytes is not None and len(raw) > max_bytes
-    if not too_large and raw.count(b"boundary=") + raw.count(b"BOUNDARY=") > MAX_BOUNDARIES:
-        raise Unreadable(f"more than {MAX_BOUNDARIES} nested multipart parts")
-    try:
-        if too_large:
-            parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-            msg = parser.parsebytes(raw[:HEADER_PEEK])
-        else:
-            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    except (RecursionError, ValueError, TypeError, LookupError, email.errors.MessageError) as exc:
-        raise Unreadable(f"cannot parse: {type(exc).__name__}") from None
-    if not any(True for _ in msg.raw_items()):
-        raise Unreadable("no headers")
-    message_id = _raw_header(msg, "Message-ID")[:MAX_LINE] or None
-    if message_id and not re.fullmatch(r"<?[^<>\s]{1,998}>?", message_id):
-        message_id = None
-    name, address = _sender_of(msg)
-    date = None
-    try:
-        date = email.utils.parsedate_to_datetime(_raw_header(msg, "Date"))
-        date = date.astimezone(UTC) if date.tzinfo else date.replace(tzinfo=UTC)
-    except (TypeError, ValueError, IndexError):
-        date = None
-    return Incoming(
-        key=message_key(message_id, raw),
-        message_id=message_id,
-        sender="" if "\ufffd" in address else address.strip(),
-        sender_name=decode_words(name).strip(),
-        subject=_header(msg, "Subject"),
-        date=date,
-        message=msg,
-        raw=raw,
-        references=_raw_header(msg, "References")[:MAX_LINE],
-        too_large=too_large,
-    )
-
-
-# what mail clients write and what they mean: the superset each label stands for
-CHARSET_SUPERSETS = {
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "x-gbk": "gb18030",
-    "euc-cn": "gb18030",
-    "big5": "big5hkscs",
-    "shift_jis": "cp932",
-    "shift-jis": "cp932",
-    "sjis": "cp932",
-    "x-sjis": "cp932",
-    "windows-31j": "cp932",
-    "iso-2022-jp": "iso2022_jp_ext",
-    "euc-kr": "cp949",
-    "ks_c_5601-1987": "cp949",
-    "ks_c_5601": "cp949",
-    "iso-8859-1": "cp1252",
-    "latin1": "cp1252",
-    "us-ascii": "utf-8",
-    "ascii": "utf-8",
-}
-
-
-def decode_bytes(payload: bytes, charset: str | None) -> str:
-    """Bytes in the declared charset (or its usual superset); UTF-8 when the label is
-    unknown or the bytes do not fit it. NUL bytes are dropped (no text column holds them)."""
-    return _decode_bytes(payload.replace(b"\x00", b""), charset)
-
-
-def _decode_bytes(payload: bytes, charset: str | None) -> str:
-    name = (charset or "utf-8").strip().strip('"').lower()
-    name = CHARSET_SUPERSETS.get(name, name)
-    try:
-        return payload.decode(name)
-    except (LookupError, UnicodeError):
-        pass
-    try:
-        return payload.decode("utf-8")
-    except UnicodeError:
-        try:
-            return payload.decode(name, "replace")
-        except LookupError:
-            return payload.decode("utf-8", "replace")
-
-
-def _decode(part: Message) -> str:
-    payload = part.get_payload(decode=True) or b""
-    if not isinstance(payload, bytes):  # pragma: no cover - multipart has no payload bytes
-        return ""
-    return decode_bytes(payload[: MAX_BODY * 4], part.get_content_charset())
-
-
-_BLOCK_TAGS = {"p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
-_QUOTE_XPATH = (
-    "//blockquote | //style | //script | //head | //*[contains(@class, 'gmail_quote')]"
-    " | //*[contains(@class, 'moz-cite-prefix')] | //*[contains(@class, 'yahoo_quoted')]"
-)
-
-
-def html_to_text(html: str) -> str:
-    """The readable text of an HTML body, quoted blocks dropped, blocks on their own lines."""
-    if not html.strip():
-        return ""
-    html = html[:MAX_HTML]
-    try:
-        doc = lxml.html.document_fromstring(html)
-    except (ValueError, lxml.etree.LxmlError, RecursionError):
-        return re.sub(r"<[^<>]*>", " ", html)
-    for element in doc.xpath(_QUOTE_XPATH):
-        parent = element.getparent()
-        if parent is not None:
-            element.drop_tree()
-    for element in doc.iter():
-        if not isinstance(element.tag, str):
-            continue
-        if element.tag == "br":
-            element.tail = "\n" + (element.tail or "")
-        elif element.tag in _BLOCK_TAGS:
-            element.tail = "\n" + (element.tail or "")
-    text = doc.text_content()
-    return re.sub(r"\n\s*\n+", "\n\n", text.replace("\xa0", " "))
-
-
-class Undecodable(Exception):
-    """The body's transfer encoding is broken: what it says cannot be known."""
-
-
-_BROKEN = (
-    email.errors.InvalidBase64CharactersDefect,
-    email.errors.InvalidBase64LengthDefect,
-    email.errors.InvalidBase64PaddingDefect,
-)
-
-
-MAX_DEPTH = 20  # multipart levels read
-MAX_PARTS = 200  # parts looked at
-
-
-def _text_parts(msg: Message) -> Iterator[Message]:
-    """Text parts in order, not descending into attachments or attached messages, nor
-    deeper than :data:`MAX_DEPTH` (iterative: deep nesting cannot exhaust the stack)."""
-    stack: list[tuple[Message, int]] = [(msg, 0)]
-    seen = 0
-    while stack and seen < MAX_PARTS:
-        part, depth = stack.pop()
-        seen += 1
-        if part.is_multipart():
-            if part.get_content_maintype() == "multipart" and depth < MAX_DEPTH:
-                subs = part.get_payload()
-                if isinstance(subs, list):
-                    stack.extend((sub, depth + 1) for sub in reversed(subs[:MAX_PARTS]))
-            continue
-        if str(part.get("Content-Disposition") or "").lower().startswith("attachment"):
-            continue
-        if part.get_content_type() in ("text/plain", "text/html"):
-            yield part
-
-
-def body_text(msg: Message) -> str:
-    """The message's text: text/plain preferred, an HTML-only body converted.
-    :class:`Undecodable` when its encoding is broken."""
-    parts = list(_text_parts(msg))[:MAX_PARTS]
-    part = next((p for p in parts if p.get_content_subtype() == "plain"), None)
-    part = part or (parts[0] if parts else None)
-    if part is None:
-        return ""
-    text = _decode(part)
-    broken = [type(d).__name__ for d in part.defects if isinstance(d, _BROKEN)]
-    if broken:
-        raise Undecodable(f"the body cannot be decoded ({', '.join(broken)})")
-    if part.get_content_subtype() == "html":
-        text = html_to_text(text)
-    return text
-
-
-def readable_text(msg: Message) -> str:
-    """The body text, or '' when its encoding is broken."""
-    try:
-        return body_text(msg)
-    except Undecodable:
-        return ""
-
-
 # --------------------------------------------------------------------------- deciding
 
 
@@ -616,194 +226,6 @@ class Policy:
     ours: OurAddresses
     authserv_id: str = ""
     max_message_bytes: int = 10_000_000
-
-
-def report_type(msg: Message) -> str | None:
-    """``delivery-status``, ``feedback-report``, ``disposition-notification``… for a
-    multipart/report on top."""
-    if msg.get_content_type() == "multipart/report":
-        return (str(msg.get_param("report-type") or "")).lower() or "unknown"
-    return None
-
-
-def automatic(msg: Message, subject: str) -> str | None:
-    """Why this message was sent by a program, or None (RFC 3834 and common practice)."""
-    auto = _header(msg, "Auto-Submitted").lower()
-    if auto and auto.split(";")[0].strip() != "no":
-        return f"automatic reply (Auto-Submitted: {auto[:60]})"
-    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponse", "X-Autoresponder"):
-        if _header(msg, name):
-            return f"automatic reply ({name} header)"
-    precedence = _header(msg, "Precedence").lower()
-    if precedence in ("auto_reply", "bulk", "junk", "list"):
-        return f"automatic or bulk mail (Precedence: {precedence})"
-    if _header(msg, "List-Id") or _header(msg, "List-Unsubscribe"):
-        return "bulk or mailing-list mail (List-Id or List-Unsubscribe header)"
-    if (
-        _header(msg, "Feedback-ID")
-        or _header(msg, "X-Campaign-Id")
-        or _header(msg, "X-Mailgun-Tag")
-    ):
-        return "bulk mail (campaign headers)"
-    if AUTO_SUBJECT.match(subject):
-        return f"automatic reply (subject {subject[:60]!r})"
-    if _header(msg, "Return-Path") == "<>":
-        return "automatic mail (null return path)"
-    return None
-
-
-def spam(msg: Message) -> str | None:
-    if _header(msg, "X-Spam-Flag").lower().startswith("yes"):
-        return "flagged as spam (X-Spam-Flag)"
-    if _header(msg, "X-Spam-Status").lower().startswith("yes"):
-        return "flagged as spam (X-Spam-Status)"
-    score = re.match(r"[ \t]*(-?\d{1,4}(\.\d{1,4})?)", _header(msg, "X-Spam-Score"))
-    if score and float(score.group(1)) >= 5.0:
-        return f"flagged as spam (X-Spam-Score {score.group(1)})"
-    return None
-
-
-def receipt(msg: Message, subject: str, body: str) -> str | None:
-    """A read receipt or other disposition notification (RFC 8098)."""
-    kind = report_type(msg)
-    if kind == "disposition-notification":
-        return "read receipt (disposition notification)"
-    if any(p.get_content_type() == "message/disposition-notification" for p in _walk(msg)):
-        return "read receipt (disposition notification)"
-    if RECEIPT_SUBJECT.match(subject) and (
-        RECEIPT_TEXT.search(body[:4000]) or len(own_text(body).strip()) < 400
-    ):
-        return f"read receipt (subject {subject[:60]!r})"
-    return None
-
-
-def challenge(msg: Message, subject: str, body: str) -> str | None:
-    """A challenge-response or sender-verification mail: a program asks us to prove we
-    are human. Its codes are its own, never our confirmation."""
-    for name in CHALLENGE_HEADERS:
-        if _header(msg, name):
-            return f"challenge-response mail ({name} header)"
-    if CHALLENGE.search(subject) or CHALLENGE.search(body[:8000]):
-        return "challenge-response or sender-verification mail"
-    return None
-
-
-def _strip_comments(text: str) -> str:
-    """``text`` without RFC 5322 comments (nested parentheses), quoted strings kept: a
-    comment says anything its writer wants ("domain of dmarc=pass header.from=…")."""
-    out: list[str] = []
-    depth, quoted, escaped = 0, False, False
-    for ch in text:
-        if escaped:
-            escaped = False
-            if depth == 0:
-                out.append(ch)
-            continue
-        if ch == "\\":
-            escaped = True
-            if depth == 0:
-                out.append(ch)
-            continue
-        if quoted:
-            out.append(ch)
-            quoted = ch != '"'
-            continue
-        if ch == "(":
-            depth += 1
-        elif ch == ")" and depth:
-            depth -= 1
-        elif depth == 0:
-            out.append(ch)
-            quoted = ch == '"'
-    return "".join(out)
-
-
-@dataclass(frozen=True)
-class AuthResult:
-    method: str  # dmarc, dkim, spf (exactly; x- methods are not these)
-    result: str  # pass, fail, none…
-    properties: dict[str, str]
-
-
-def our_authentication_results(msg: Message, authserv_id: str) -> list[AuthResult] | None:
-    """The results in the topmost ``Authentication-Results`` header that our own server
-    (``authserv_id``) wrote, comments removed; None when there is none. Our server must
-    remove such headers arriving from outside (RFC 8601 section 5), as Postfix with
-    OpenDMARC, Exim and rspamd do: then the first one carrying its name is its own."""
-    if not authserv_id:
-        return None
-    wanted = authserv_id.strip().lower()
-    for value in msg.get_all("Authentication-Results") or []:
-        parts = _strip_comments(re.sub(r"\s+", " ", str(value)[:MAX_HEADER])).split(";")
-        head = parts[0].split()
-        if not head or head[0].lower() != wanted:
-            continue
-        results = []
-        for resinfo in parts[1:]:
-            tokens = resinfo.split()
-            if not tokens or "=" not in tokens[0]:
-                continue
-            method, _, result = tokens[0].partition("=")
-            properties = {}
-            for token in tokens[1:]:
-                key, equals, val = token.partition("=")
-                if equals:
-                    properties.setdefault(key.lower(), val.strip('"').lower())
-            results.append(AuthResult(method.lower(), result.lower(), properties))
-        return results
-    return None
-
-
-def failed_authentication(msg: Message, authserv_id: str) -> str | None:
-    """Why our own server's ``Authentication-Results`` say the sender is not who the
-    From header claims: DMARC failed, or both SPF and DKIM failed. Headers added by any
-    other server are not trusted (anyone can write one)."""
-    results = our_authentication_results(msg, authserv_id)
-    if not results:
-        return None
-    first: dict[str, str] = {}
-    for r in results:
-        first.setdefault(r.method, r.result)
-    if first.get("dmarc") == "fail":
-        return f"the sender failed DMARC at {authserv_id}"
-    spf_failed = first.get("spf") in ("fail", "softfail")
-    dkim_failed = first.get("dkim", "none") in ("fail", "none", "neutral", "permerror")
-    if spf_failed and dkim_failed:
-        return f"the sender failed SPF and DKIM at {authserv_id}"
-    return None
-
-
-def authenticated_sender(msg: Message, authserv_id: str, sender: str) -> str:
-    """``dmarc`` or ``dkim`` when our own server's results say the sender's exact domain
-    passed: DMARC with ``header.from`` that domain, or a DKIM signature whose ``d=`` (or
-    ``i=``) is that domain. A parent domain is not enough (``d=test`` signs nothing of
-    corp.test's). Proof the From address was not forged; '' otherwise."""
-    if "@" not in sender:
-        return ""
-    domain = sender.rpartition("@")[2].lower().rstrip(".")
-    for r in our_authentication_results(msg, authserv_id) or []:
-        if r.result != "pass" or r.method not in ("dmarc", "dkim"):
-            continue
-        if r.method == "dmarc":
-            where = r.properties.get("header.from", "")
-        else:
-            where = r.properties.get("header.d") or r.properties.get("header.i", "")
-        if where.rpartition("@")[2].rstrip(".") == domain:
-            return r.method
-    return ""
-
-
-def _walk(msg: Message) -> Iterator[Message]:
-    """Parts, breadth-bounded and iterative (deep nesting cannot exhaust the stack)."""
-    stack: list[tuple[Message, int]] = [(msg, 0)]
-    seen = 0
-    while stack and seen < MAX_PARTS:
-        part, depth = stack.pop()
-        seen += 1
-        yield part
-        payload = part.get_payload() if part.is_multipart() else None
-        if isinstance(payload, list) and depth < MAX_DEPTH:
-            stack.extend((sub, depth + 1) for sub in reversed(payload[:MAX_PARTS]))
 
 
 def _spans_removed(pattern: re.Pattern[str], text: str) -> tuple[bool, str]:
@@ -857,14 +279,6 @@ def _separate_question(text: str) -> str:
     return ""
 
 
-def _tokens(subject: str, body: str) -> list[str]:
-    found = [m.group(1).lower() for m in CONFIRM_TOKEN.finditer(subject[:MAX_LINE])]
-    text = body[:MAX_BODY]
-    found += [m.group(1).lower() for m in CONFIRM_TOKEN.finditer(text)]
-    found += [m.group(1).lower() for m in CONFIRM_LINK.finditer(text)]
-    return list(dict.fromkeys(found))
-
-
 def decide(incoming: Incoming, policy: Policy) -> Verdict:
     """One label for one message, with a short reason."""
     msg, subject, ours = incoming.message, incoming.subject, policy.ours
@@ -911,7 +325,7 @@ def decide(incoming: Incoming, policy: Policy) -> Verdict:
     wants_out, rest = _spans_removed(_UNSUBSCRIBE, text)
     wants_in = bool(_SUBSCRIBE.search(rest))
 
-    tokens = _tokens(subject, body)
+    tokens = find_tokens(subject, body)
     if tokens and not wants_out:
         return Verdict(Label.CONFIRM, "carries a confirmation token", tokens[0], own)
 

@@ -31,9 +31,10 @@ from digest_mailer.db import Store
 from digest_mailer.inbox.classify import Incoming, bare_subject
 from digest_mailer.message import domain_of, format_recipient, make_message_id
 from digest_mailer.models import InboxMessage, Reply, utcnow
-from digest_mailer.sender import envelope_sender, send_with_reconnects
+from digest_mailer.send.envelope import envelope_sender
 from digest_mailer.signing import DkimSigner
 from digest_mailer.transport import Outcome, Transport, run_coroutine
+from digest_mailer.transport.retry import send_with_reconnects
 
 REPLY_INTERVAL = timedelta(hours=1)
 MAX_REPLY_ATTEMPTS = 5

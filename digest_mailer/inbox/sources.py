@@ -24,8 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from digest_mailer.config import Config
-from digest_mailer.errors import ConfigError, InputError
-from digest_mailer.transport import TransportError
+from digest_mailer.errors import ConfigError, InputError, MailboxError
 
 KEYWORD = "$DigestProcessed"
 BOUNCE_KEYWORD = "$DigestBounceProcessed"
@@ -152,12 +151,12 @@ class IMAPSource(MessageSource):
                 if box.imap_security == "starttls":
                     conn.starttls(ssl_context=context)
         except ssl.SSLCertVerificationError as exc:
-            raise TransportError(
+            raise MailboxError(
                 f"the TLS certificate of {host}:{box.imap_port} could not be verified: "
                 f"{exc.verify_message} (set [inbox] imap_ca_file for a private CA)"
             ) from None
         except (OSError, imaplib.IMAP4.error) as exc:
-            raise TransportError(f"cannot connect to {self.name}: {exc}") from None
+            raise MailboxError(f"cannot connect to {self.name}: {exc}") from None
         self._conn = conn
         try:
             conn.login(user, password)
@@ -165,20 +164,20 @@ class IMAPSource(MessageSource):
             # with BODY.PEEK): only then does the server say whether it keeps keywords
             kind, data = conn.select(_quote(folder))
             if kind != "OK":
-                raise TransportError(f"{self.name}: cannot open the folder: {_imap_error(data)}")
+                raise MailboxError(f"{self.name}: cannot open the folder: {_imap_error(data)}")
             flags = conn.untagged_responses.get("PERMANENTFLAGS", [b""])[0] or b""
             self._keywords = b"\\*" in flags
             if self.processed_folder and not read_only:
                 conn.create(_quote(self.processed_folder))  # an error means it exists
         except imaplib.IMAP4.error as exc:
             self.close()
-            raise TransportError(f"{self.name}: {_imap_error(exc)}") from None
+            raise MailboxError(f"{self.name}: {_imap_error(exc)}") from None
 
     def messages(self) -> Iterator[tuple[str, bytes]]:
         query = ("UNKEYWORD", self.keyword) if self._keywords else ("UNSEEN",)
         kind, data = self._conn.uid("SEARCH", None, *query)
         if kind != "OK":
-            raise TransportError(f"{self.name}: search failed: {_imap_error(data)}")
+            raise MailboxError(f"{self.name}: search failed: {_imap_error(data)}")
         for uid in (data[0] or b"").split():
             kind, parts = self._conn.uid("FETCH", uid, "(BODY.PEEK[])")
             raw = next((p[1] for p in parts if isinstance(p, tuple)), None)

@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from digest_mailer import db
 from digest_mailer import subscribers as subs
 from digest_mailer.models import Subscriber
-from digest_mailer.sender import unsubscribe_url
+from digest_mailer.send.envelope import unsubscribe_url
 from digest_mailer.tokens import make_token, read_token, token_id
 
 SECRET = b"reuse-test-secret-8c1f0e2d3b4a59687f6e5d4c"

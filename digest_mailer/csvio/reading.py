@@ -1,39 +1,39 @@
-"""Subscriber CSV files: reading spreadsheet exports, writing exports. Pure: no store.
+"""Reading subscriber CSV files: spreadsheet exports, in any column order.
 
 Reading never stops at a bad row. A row whose address is invalid, or whose bytes are not
-text in the file's encoding, is reported with its row number (as a spreadsheet shows it:
-a blank line is a row, a cell over several lines is one row) and left out; every other
-row is read. Only a file that cannot be read at all (missing, empty, binary, no email
-column, a header that is not text) is refused as a whole.
+text in the file's encoding (:mod:`digest_mailer.csvio.decoding`), is reported with its
+row number (as a spreadsheet shows it: a blank line is a row, a cell over several lines
+is one row) and left out; every other row is read. Only a file that cannot be read at all
+(missing, empty, binary, no email column, a header that is not text) is refused as a
+whole.
 
-Columns other than those the importer reads (email, and name or first and last name) and
-those `export` writes besides (status, lists, source, dates) are kept per subscriber as
-attributes: header -> cell text.
+The email column is found by its header (or, failing that, by its content); the name
+from a name column or first and last name. Other columns are kept per subscriber as
+attributes (:mod:`digest_mailer.csvio.attributes`), but those `export` writes besides
+(status, lists, source, dates), which an import does not change. A cell written
+spreadsheet-safe (:mod:`digest_mailer.csvio.writing`) is read back as it was.
+
+Pure: no store.
 """
 
-import codecs
 import csv
-import io
-import json
-import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
-from typing import TextIO
 
 from email_validator import EmailNotValidError
 
 from digest_mailer.addresses import _validate, display_name
+from digest_mailer.csvio.attributes import MAX_ATTRIBUTE_NAME, MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES
+from digest_mailer.csvio.decoding import Lines, decode_lines, read_bytes
+from digest_mailer.csvio.writing import from_spreadsheet_safe
 from digest_mailer.errors import InputError
 from digest_mailer.typos import address_typo
 
-MAX_ATTRIBUTES = 50  # filled attributes per subscriber
 MAX_ATTRIBUTE_COLUMNS = 1000  # extra columns read from one file (an export has one per name)
-MAX_ATTRIBUTE_NAME = 100
-MAX_ATTRIBUTE_VALUE = 1000
 
+# the headers of the columns the importer reads (casefolded, letters and digits only)
 EMAIL_HEADERS = {"email", "emailaddress", "mail", "emails", "mailaddress", "address", "courriel"}
 NAME_HEADERS = {"name", "fullname", "displayname", "contactname", "subscribername"}
 FIRST_HEADERS = {"firstname", "givenname", "first", "forename"}
@@ -45,7 +45,6 @@ STORE_HEADERS = {
     "unsubscribereason",
 }  # fmt: skip
 DELIMITERS = (",", ";", "\t", "|")
-EXPORT_FIELDS = ("email", "name", "status", "lists", "source", "created_at", "unsubscribed_at")
 TEST_DOMAIN_HINT = " (set [subscribers] allow_test_domains = true for trials)"
 
 
@@ -85,161 +84,6 @@ class ParsedCsv:
     notes: list[Note]
     rows: int  # data rows read, without the header and blank lines
     size: int  # bytes read
-
-
-# --------------------------------------------------------------------------- attributes
-
-
-def dump_attributes(attributes: dict[str, str]) -> str:
-    return json.dumps(attributes, ensure_ascii=False, separators=(",", ":"))
-
-
-def load_attributes(text: str | None) -> dict[str, str]:
-    """The attributes stored as JSON text; anything but an object of strings reads as {}."""
-    try:
-        data = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
-
-
-def merge_attributes(old: dict[str, str], new: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """``old`` updated with ``new`` (new values win), at most :data:`MAX_ATTRIBUTES`;
-    returns (merged, names of new attributes left out for the limit)."""
-    merged = dict(old)
-    left_out = []
-    for name, value in new.items():
-        if name in merged or len(merged) < MAX_ATTRIBUTES:
-            merged[name] = value
-        else:
-            left_out.append(name)
-    return merged, left_out
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _label(name: str) -> str:
-    return "UTF-8" if name in ("utf-8", "utf-8-sig") else name
-
-
-def _ascii_compatible(name: str) -> bool:
-    try:
-        return bytes(range(128)).decode(name) == "".join(map(chr, range(128)))
-    except (UnicodeDecodeError, LookupError):
-        return False
-
-
-def _single_byte(name: str) -> bool:
-    """cp1252, latin-1, mac-roman…: one byte, one character (not UTF-8, not shift_jis)."""
-    return (
-        name not in ("utf-8", "utf-8-sig") and len(bytes(range(256)).decode(name, "replace")) == 256
-    )
-
-
-@dataclass
-class _Lines:
-    """The file as text lines, with the lines that were not text in its encoding."""
-
-    lines: list[str]
-    bad: dict[int, str]  # line index -> why ("not valid UTF-8 (byte 0xe9 at offset 123)")
-    fallback: set[int]  # line indexes read in the --encoding given, not as UTF-8
-    fallback_name: str
-    hint: str  # what to do about a bad line
-
-
-def _decode(path: Path, data: bytes, encoding: str | None) -> _Lines:
-    name = "utf-8"
-    if encoding is not None:
-        try:
-            name = codecs.lookup(encoding).name
-        except LookupError:
-            raise InputError(
-                f"unknown encoding {encoding!r}: use a name such as utf-8, cp1252 or latin-1"
-            ) from None
-    if encoding is None and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        name = "utf-16"
-    if not _ascii_compatible(name):  # UTF-16 and the like: lines cannot be cut as bytes
-        return _decode_whole(path, data, name)
-    if b"\x00" in data:
-        raise InputError(f"{path} looks like a binary file, not CSV text")
-    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    # Which encoding each line is read in. Without --encoding: UTF-8, a BOM or not.
-    # With a single-byte --encoding (cp1252, latin-1…), a line that is valid UTF-8 is still
-    # read as UTF-8 and only the others in the encoding given: a line of legacy text that
-    # happens to be valid UTF-8 with accents would need sequences like "Ã©" (practically
-    # never written), while a UTF-8 file with a few rows pasted from a cp1252 source is
-    # common, and decoding all of it as cp1252 would turn every "Zoë" into "ZoÃ«" without
-    # a word. A UTF-8 BOM says the file was saved as UTF-8: it is dropped (as UTF-8 reads
-    # it; its three bytes are never a header in another encoding) and UTF-8 comes first
-    # whatever --encoding says, which then only names the encoding of the rows that are
-    # not UTF-8. Other --encoding values without a BOM (shift_jis…) are taken as given:
-    # their text can be valid UTF-8 by chance.
-    if name in ("utf-8", "utf-8-sig"):
-        primary, fallback = "utf-8", None
-        hint = "save the file as UTF-8 or pass --encoding cp1252"
-    elif start or _single_byte(name):
-        primary, fallback = "utf-8", name
-        hint = "save the file as UTF-8 or pass the encoding it was saved in with --encoding"
-    else:
-        primary, fallback = name, None
-        hint = "pass the encoding the file was saved in with --encoding"
-    lines: list[str] = []
-    bad: dict[int, str] = {}
-    used_fallback: set[int] = set()
-    offset = start
-    for index, raw in enumerate(data[start:].splitlines(keepends=True)):
-        try:
-            lines.append(raw.decode(primary))
-        except UnicodeDecodeError as exc:
-            failed = exc
-            text = None
-            if fallback is not None:
-                try:
-                    text = raw.decode(fallback)
-                    used_fallback.add(index)
-                except UnicodeDecodeError as second:
-                    failed = second
-            if text is None:
-                at = offset + failed.start
-                what = (
-                    f"neither UTF-8 nor {fallback}" if fallback else f"not valid {_label(primary)}"
-                )
-                bad[index] = f"{what} (byte 0x{data[at]:02x} at offset {at})"
-                text = raw.decode(primary, "replace")  # for the row's shape only
-            lines.append(text)
-        offset += len(raw)
-    return _Lines(lines, bad, used_fallback, fallback or "", hint)
-
-
-def _decode_whole(path: Path, data: bytes, name: str) -> _Lines:
-    try:
-        text = data.decode(name)
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].decode(name, "replace").count("\n") + 1
-        raise InputError(
-            f"{path}: line {line} is not valid {name} (byte 0x{data[exc.start]:02x} at offset "
-            f"{exc.start}); pass the encoding the file was saved in with --encoding; "
-            "nothing was imported"
-        ) from None
-    if "\x00" in text:
-        raise InputError(f"{path} looks like a binary file, not CSV text")
-    lines = list(io.StringIO(text.removeprefix("\ufeff"), newline=""))
-    return _Lines(lines, {}, set(), "", "")
-
-
-def decode_file(path: Path, encoding: str | None = None) -> str:
-    """The text of a CSV file (rows that are not text in its encoding as U+FFFD)."""
-    return "".join(_decode(path, _read_bytes(path), encoding).lines)
 
 
 def sniff_delimiter(text: str | Iterable[str]) -> str:
@@ -387,8 +231,8 @@ def read_csv(
     path: Path, *, allow_test_domains: bool = False, encoding: str | None = None
 ) -> ParsedCsv:
     """Parse a spreadsheet export: valid entries, rows left out with reasons, warnings."""
-    data = _read_bytes(path)
-    decoded = _decode(path, data, encoding)
+    data = read_bytes(path)
+    decoded = decode_lines(path, data, encoding)
     reader = _Reader(path, decoded, allow_test_domains, ParsedCsv([], [], [], 0, len(data)))
     return reader.read()
 
@@ -396,7 +240,7 @@ def read_csv(
 @dataclass
 class _Reader:
     path: Path
-    decoded: _Lines
+    decoded: Lines
     allow_test_domains: bool
     parsed: ParsedCsv
     columns: _Columns | None = None
@@ -532,103 +376,3 @@ def _rows(rows: list[int]) -> str:
     shown = ", ".join(str(r) for r in rows[:10])
     more = ", …" if len(rows) > 10 else ""
     return f"row {shown}" if len(rows) == 1 else f"rows {shown}{more}"
-
-
-# --------------------------------------------------------------------------- writing
-
-
-# A cell a spreadsheet would run as a formula (CWE-1236): =, +, -, @, tab, carriage
-# return. OWASP's advice: write it with a leading apostrophe, which spreadsheets show as
-# text; reading strips the apostrophe again, so export and import round-trip.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_RISKY = "=+-@\t\r"
-
-
-def spreadsheet_safe(value: object) -> str:
-    """A cell as every CSV the tool writes holds it."""
-    text = "" if value is None else str(value)
-    # a cell that already starts with ' before a formula sign gets one more, which the
-    # import takes away again: "'=1+1" comes back as written
-    risky = text.startswith(FORMULA_STARTS) or _quoted(text)
-    return "'" + text if risky else text
-
-
-def _quoted(cell: str) -> bool:
-    """A ' before a formula sign or another ': what the import takes one ' from."""
-    return len(cell) > 1 and cell[0] == "'" and cell[1] in _RISKY + "'"
-
-
-def from_spreadsheet_safe(cell: str) -> str:
-    """A cell read back: the apostrophe :func:`spreadsheet_safe` added is removed."""
-    return cell[1:] if _quoted(cell) else cell
-
-
-class SafeWriter:
-    """``csv.writer`` whose every cell goes through :func:`spreadsheet_safe`."""
-
-    def __init__(self, out: TextIO) -> None:
-        self._writer = csv.writer(out)
-
-    def writerow(self, cells: Iterable[object]) -> None:
-        self._writer.writerow([spreadsheet_safe(c) for c in cells])
-
-
-def write_csv(out: TextIO, rows: Iterable[dict[str, object]]) -> int:
-    """Write subscriber rows (as ``subscriber_dict`` gives them) as CSV to ``out``: the
-    standard columns, then one column per attribute name found in any row. Returns the
-    row count."""
-    rows = list(rows)
-    names = _attribute_order(list(data["attributes"]) for data in rows)  # type: ignore[call-overload]
-    writer = SafeWriter(out)
-    writer.writerow([*EXPORT_FIELDS, *names])
-    for data in rows:
-        values = {**data, "lists": ";".join(data["lists"])}  # type: ignore[arg-type]
-        attributes: dict[str, str] = data["attributes"]  # type: ignore[assignment]
-        writer.writerow(
-            ["" if values[f] is None else values[f] for f in EXPORT_FIELDS]
-            + [attributes.get(n, "") for n in names]
-        )
-    return len(rows)
-
-
-def _attribute_order(name_lists: Iterable[list[str]]) -> list[str]:
-    """Every name once, each list's names kept in their order where they can be: a name
-    first met goes right after the one before it in its list, so the columns of one
-    imported file come back in that file's order whichever subscriber has which."""
-    order: list[str] = []
-    seen: set[tuple[str, ...]] = set()
-    for names in name_lists:
-        key = tuple(names)
-        if key in seen:
-            continue
-        seen.add(key)
-        at = -1
-        for name in names:
-            if name in order:
-                at = order.index(name)
-            else:
-                at += 1
-                order.insert(at, name)
-    return order
-
-
-def write_private_file(path: Path, write: Callable[[TextIO], int]) -> int:
-    """Write a UTF-8 text file readable by its owner only (0600), whole or not at all:
-    ``write`` fills a hidden temporary file beside ``path``, which then replaces it.
-    Errors name ``path``, never the temporary file. Returns what ``write`` returns."""
-    try:
-        # mkstemp creates the file 0600 whatever the umask
-        fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            result = write(handle)
-        os.replace(partial, path)
-    except OSError as exc:
-        Path(partial).unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-    return result
