@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy import exc as sa_exc
@@ -62,6 +62,7 @@ from digest_mailer.transport import Outcome, Transport, run_coroutine
 from digest_mailer.transport.retry import send_with_reconnects, unsendable
 
 ProgressCallback = Callable[[int, int], None]
+T = TypeVar("T")
 _K = OutcomeKind
 _NOT_TRANSMITTED = (_K.UNAVAILABLE, _K.FATAL)  # nothing went out: the row goes back
 
@@ -139,6 +140,7 @@ class SendLoop:
         self.seq = itertools.count()
         self.signing: ThreadPoolExecutor | None = None
         self.db_errors = _database_errors(store)
+        self.db_thread: ThreadPoolExecutor | None = None
 
     # -- candidates
     def _refill(self) -> None:
@@ -308,39 +310,64 @@ class SendLoop:
         at once (their claims may or may not have committed; nothing is sent for them) and
         sent again later, and the outcomes are recorded once the database is back.
         Raises :class:`DatabaseAway` when it stays away for ``[database] retry_seconds``."""
-        verdicts: list[bool] | None = None
+        committed: list[list[bool]] = []
         try:
-            verdicts = self._commit(finished, picked)
-            self._housekeep()
-            return verdicts
+            return await self._offload(self._step, finished, picked, committed)
         except self.db_errors as exc:
             error: BaseException = exc
+        verdicts = committed[0] if committed else None
         unrecorded: list[tuple[Job, Outcome]] = []
         void: list[Job] = []
         if verdicts is None:  # the commit failed: its outcomes wait, its claims are void
             unrecorded, void = finished, picked
             for job in picked:
                 job.requeue = True
-            verdicts = [False] * len(picked)  # their connections drop them (RSET)
+                if job.claimed is not None and not job.claimed.done():
+                    job.claimed.set_result(False)  # its connection drops it (RSET) now
+            verdicts = [False] * len(picked)
+
+        def recover() -> None:
+            nonlocal void, unrecorded
+            self._reconnect()
+            if void:
+                self._take_back(void)
+                void = []
+            if unrecorded:
+                self._commit(unrecorded, [])
+                unrecorded = []
+            self._housekeep()
+
         deadline = time.monotonic() + self.config.database.retry_seconds
         delay = 0.2
         while True:
             await asyncio.sleep(delay)
             try:
-                self._reconnect()
-                if void:
-                    self._take_back(void)
-                    void = []
-                if unrecorded:
-                    self._commit(unrecorded, [])
-                    unrecorded = []
-                self._housekeep()
+                await self._offload(recover)
                 return verdicts
             except self.db_errors as exc:
                 error = exc
             if time.monotonic() >= deadline or self.stop.is_set():
                 raise DatabaseAway(_one_line(error)) from error
             delay = min(delay * 2, 5.0)
+
+    def _step(
+        self, finished: list[tuple[Job, Outcome]], picked: list[Job], committed: list[list[bool]]
+    ) -> list[bool]:
+        """One commit and the housekeeping after it; ``committed`` gets the verdicts as
+        soon as the commit is done (so that a failure after it is told apart)."""
+        committed.append(self._commit(finished, picked))
+        self._housekeep()
+        return committed[0]
+
+    async def _offload(self, step: Callable[..., T], *args: Any) -> T:
+        """Run a database step. On PostgreSQL, in the database thread: a commit waits for
+        the server's disk (a millisecond or more), and meanwhile the event loop goes on
+        with the SMTP conversations, so the next messages travel during the commit. The
+        loop's own state is safe: the main coroutine waits for the step, and the
+        connections touch only their own jobs. SQLite commits in microseconds: inline."""
+        if self.db_thread is None:
+            return step(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.db_thread, step, *args)
 
     def _reconnect(self) -> None:
         if self.conn is not None:
@@ -452,6 +479,8 @@ class SendLoop:
             if self.template.signer is not None
             else None
         )
+        if self.store.engine.dialect.name == "postgresql":
+            self.db_thread = ThreadPoolExecutor(1, "send-db")
         connections = [asyncio.create_task(connection()) for _ in range(self.connections)]
         finished: list[tuple[Job, Outcome]] = []
         try:
@@ -477,7 +506,8 @@ class SendLoop:
                     if not ok and not job.requeue:
                         self.done += 1
                     assert job.claimed is not None
-                    job.claimed.set_result(ok)
+                    if not job.claimed.done():  # a requeued job was told no already
+                        job.claimed.set_result(ok)
                 if self.progress:
                     self.progress(self.done, self.total)
                 if self.in_flight == 0 and (self._stopping() or not self._pending()):
@@ -489,6 +519,8 @@ class SendLoop:
             await asyncio.gather(*connections, return_exceptions=True)
             if self.signing is not None:
                 self.signing.shutdown(cancel_futures=True)
+            if self.db_thread is not None:
+                self.db_thread.shutdown()
 
     async def _wait(
         self, results: asyncio.Queue[tuple[Job, Outcome]], now: float
