@@ -161,3 +161,52 @@ def bounce_row(row: Any, outcome: Any, now: datetime) -> dict[str, Any]:
         "occurred_at": now,
         "created_at": now,
     }
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+# One group commit as ONE statement in autocommit mode: the outcomes that came in, the
+# claims of the messages about to go, and the skips of those whose subscriber left, in
+# data-modifying CTEs (PostgreSQL runs each exactly once, all on one snapshot). One round
+# trip and one commit, where BEGIN, the outcomes, each claim and COMMIT took one each.
+# The claims and the outcomes never touch the same rows.
+_PG_RECORD = """recorded AS (
+    UPDATE deliveries AS d
+    SET state = r.state, smtp_code = r.code, smtp_message = r.message,
+        sent_at = COALESCE(r.sent_at, d.sent_at), updated_at = %(now)s
+    FROM unnest(%(r_id)s::integer[], %(r_state)s::text[], %(r_code)s::integer[],
+                %(r_message)s::text[], %(r_sent)s::timestamptz[])
+         AS r(id, state, code, message, sent_at)
+    WHERE d.id = r.id
+    RETURNING d.id
+)"""
+_PG_ACTIVE = (
+    "SELECT 1 FROM subscribers AS s WHERE s.id = d.subscriber_id "
+    f"AND s.status = '{SubscriberStatus.ACTIVE}'"
+)
+_PG_CLAIMABLE = {
+    "local": "d.state IN ({})".format(", ".join(f"'{s}'" for s in CLAIMABLE_DELIVERY_STATES)),
+    "leased": f"d.state = '{DeliveryState.CLAIMED}' AND d.worker_id = %(w)s",
+}
+_PG_LEASE = {"local": "", "leased": ", lease_until = %(lease)s"}
+
+
+def pg_group_commit(kind: str) -> str:
+    """The group commit of a sender alone (``local``) or of a worker (``leased``): returns
+    the ids claimed ``sending``."""
+    claimable = _PG_CLAIMABLE[kind]
+    return f"""WITH {_PG_RECORD},
+claimed AS (
+    UPDATE deliveries AS d
+    SET state = '{DeliveryState.SENDING}', attempts = d.attempts + 1, message_id = c.message_id,
+        updated_at = %(now)s{_PG_LEASE[kind]}
+    FROM unnest(%(c_id)s::integer[], %(c_message_id)s::text[]) AS c(id, message_id)
+    WHERE d.id = c.id AND {claimable} AND EXISTS ({_PG_ACTIVE})
+    RETURNING d.id
+),
+skipped AS (
+    UPDATE deliveries AS d
+    SET state = '{DeliveryState.SKIPPED}', smtp_message = %(not_active)s, updated_at = %(now)s
+    WHERE d.id = ANY(%(c_id)s::integer[]) AND {claimable} AND NOT EXISTS ({_PG_ACTIVE})
+    RETURNING d.id
+)
+SELECT id FROM claimed"""
