@@ -67,12 +67,6 @@ class ClaimPolicy(Protocol):
     # from a claim that never committed (the database went away mid-commit)
     retry_state: DeliveryState
     held_state: DeliveryState
-    # which group commit statement it uses on PostgreSQL (statements.pg_group_commit)
-    kind: str
-
-    def claim_values(self, now: datetime) -> dict[str, Any]:
-        """Its own values for the claim statements (a worker: its id and lease)."""
-        ...
 
     def start(self, session: Session) -> int:
         """Register; the number of senders sharing the rate limit."""
@@ -115,7 +109,6 @@ class LocalClaims:
 
     retry_state = DeliveryState.DEFERRED
     held_state = DeliveryState.QUEUED
-    kind = "local"
 
     def __init__(self, issue_id: str) -> None:
         self.issue_id = issue_id
@@ -148,9 +141,6 @@ class LocalClaims:
     def busy_elsewhere(self) -> bool:
         return False
 
-    def claim_values(self, now: datetime) -> dict[str, Any]:
-        return {}
-
     def claim(self, cursor: Any, delivery_id: int, message_id: str, now: datetime) -> bool:
         params = {"b_id": delivery_id, "message_id": message_id, "now": now}
         if self._claim.execute(cursor, params) == 1:
@@ -178,7 +168,6 @@ class LeasedClaims:
 
     retry_state = DeliveryState.CLAIMED  # a row waiting for its retry stays with this worker
     held_state = DeliveryState.CLAIMED
-    kind = "leased"
 
     def __init__(self, issue_id: str, config: Config, worker_id: str) -> None:
         self.issue_id = issue_id
@@ -289,12 +278,14 @@ class LeasedClaims:
         """While other workers hold rows: if one dies, its rows come back here."""
         return self.others_busy
 
-    def claim_values(self, now: datetime) -> dict[str, Any]:
-        return {"w": self.worker_id, "lease": now + self.lease}
-
     def claim(self, cursor: Any, delivery_id: int, message_id: str, now: datetime) -> bool:
-        params = {"b_id": delivery_id, "message_id": message_id, "now": now}
-        params.update(self.claim_values(now))
+        params = {
+            "b_id": delivery_id,
+            "message_id": message_id,
+            "now": now,
+            "w": self.worker_id,
+            "lease": now + self.lease,
+        }
         if self._claim.execute(cursor, params) == 1:
             return True
         self._skip.execute(cursor, params)

@@ -38,12 +38,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy import exc as sa_exc
 
 from digest_mailer.addresses import UnencodableAddress, wire_address
 from digest_mailer.bounces.scoring import is_recipient_refusal, score_pending
 from digest_mailer.config import Config
-from digest_mailer.db import Store
+from digest_mailer.db import FastStatement, Store, driver_transaction
 from digest_mailer.kinds import (
     CLAIMABLE_DELIVERY_STATES,
     OPEN_DELIVERY_STATES,
@@ -51,18 +52,11 @@ from digest_mailer.kinds import (
     IssueState,
     OutcomeKind,
 )
-from digest_mailer.message import MessageTemplate, message_id_maker
+from digest_mailer.message import MessageTemplate, make_message_id
 from digest_mailer.models import Delivery, Issue, utcnow
 from digest_mailer.send import statements
 from digest_mailer.send.claims import Candidate, ClaimPolicy
 from digest_mailer.send.envelope import envelope_sender, unsubscribe_url
-from digest_mailer.send.lanes import (
-    MAX_LANES,
-    CommitLane,
-    DatabaseAway,
-    database_errors,
-    one_line,
-)
 from digest_mailer.send.report import SendReport, delivery_counts
 from digest_mailer.transport import Outcome, Transport, run_coroutine
 from digest_mailer.transport.retry import send_with_reconnects, unsendable
@@ -96,6 +90,10 @@ class Job:
     def refused(self) -> bool:
         """The row's claim was refused (the subscriber is no longer active)."""
         return self.claimed is not None and self.claimed.done() and not self.claimed.result()
+
+
+class DatabaseAway(Exception):
+    """The database stayed unreachable for ``[database] retry_seconds``."""
 
 
 class SendLoop:
@@ -141,14 +139,8 @@ class SendLoop:
         self.fatal = ""
         self.seq = itertools.count()
         self.signing: ThreadPoolExecutor | None = None
-        self.db_errors = database_errors(store)
-        self.lanes: list[CommitLane] = []
-        self.free_lanes: list[CommitLane] = []
-        self.commits: set[asyncio.Task[None]] = set()
-        self.wakeup: asyncio.Event | None = None
-        self.housekeeping_failed_at = 0.0
-        self.early: list[tuple[Job, Outcome]] = []  # outcomes whose claim is in flight
-        self.make_message_id = message_id_maker(template.domain, issue_id)
+        self.db_errors = _database_errors(store)
+        self.db_thread: ThreadPoolExecutor | None = None
 
     # -- candidates
     def _refill(self) -> None:
@@ -197,7 +189,7 @@ class SendLoop:
         if job.data is not None or job.refusal is not None:
             return
         row = job.row
-        job.message_id = self.make_message_id(row.delivery_id)
+        job.message_id = make_message_id(self.template.domain, self.issue_id, row.delivery_id)
         if not row.address.isascii():
             try:
                 wire_address(row.address)  # cached: render and the transport reuse it
@@ -223,12 +215,36 @@ class SendLoop:
             for job in itertools.islice(self.candidates, self.connections):
                 self._prepare(job)
 
-    def _outcomes(
-        self, finished: list[tuple[Job, Outcome]], now: datetime
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The rows to write for the outcomes, and the refusals to record as bounces.
-        Pure bookkeeping of what to do next (retries, counts) waits for the commit
-        (:meth:`_settle`), so that a failed commit can be tried again."""
+    # -- one group commit: outcomes that came in, new claims
+    def _commit(self, finished: list[tuple[Job, Outcome]], picked: list[Job]) -> list[bool]:
+        """Record outcomes and claim the picked rows as ``sending`` in one transaction.
+
+        The picked messages are already travelling: each sends its final dot only after
+        this commit says yes (see :meth:`Job.commit_point`). A crash before the commit
+        leaves their rows as they were, and no server can have accepted a message without
+        its dot. So at most one row per connection is ever ``sending``.
+        """
+        assert self.conn is not None
+        now = utcnow()
+        with driver_transaction(self.conn) as cursor:
+            if finished:
+                self._record(cursor, finished, now)
+            verdicts = [
+                self.claims.claim(cursor, job.delivery_id, job.message_id, now) for job in picked
+            ]
+        self._settle(finished)
+        return verdicts
+
+    def _housekeep(self) -> None:
+        """Between commits: keep the claims alive, read the next candidates."""
+        assert self.conn is not None
+        self._share_rate(self.claims.after_commit(self.conn))
+        if len(self.candidates) < 2 * self.connections:
+            self._refill()
+
+    def _record(self, cursor: Any, finished: list[tuple[Job, Outcome]], now: datetime) -> None:
+        """Write the outcomes. Pure bookkeeping of what to do next (retries, counts) waits
+        for the commit (:meth:`_settle`), so that a failed commit can be tried again."""
         rows = []
         bounces = []
         for job, outcome in finished:
@@ -243,8 +259,9 @@ class SendLoop:
             elif kind in _NOT_TRANSMITTED:
                 state = self.claims.held_state  # never transmitted: back for the next run
             elif kind != _K.DEFERRED and is_recipient_refusal(outcome):
-                # scored after the loop by score_pending
-                bounces.append(statements.bounce_row(job.row, outcome, now))
+                bounces.append(
+                    statements.bounce_row(job.row, outcome, now)
+                )  # scored by score_pending
             rows.append(
                 {
                     "b_id": job.delivery_id,
@@ -255,7 +272,9 @@ class SendLoop:
                     "updated_at": now,
                 }
             )
-        return rows, bounces
+        self.record.executemany(cursor, rows)
+        if bounces:
+            self.bounce.executemany(cursor, bounces)
 
     def _settle(self, finished: list[tuple[Job, Outcome]]) -> None:
         """After the outcomes are committed: schedule retries, count what is done."""
@@ -282,6 +301,100 @@ class SendLoop:
             else:
                 self.done += 1
 
+    # -- the database going away and coming back
+    async def _commit_until_done(
+        self, finished: list[tuple[Job, Outcome]], picked: list[Job]
+    ) -> list[bool]:
+        """:meth:`_commit` and :meth:`_housekeep`, reconnecting with backoff while the
+        database is away. When the commit itself fails, the picked messages are held back
+        at once (their claims may or may not have committed; nothing is sent for them) and
+        sent again later, and the outcomes are recorded once the database is back.
+        Raises :class:`DatabaseAway` when it stays away for ``[database] retry_seconds``."""
+        committed: list[list[bool]] = []
+        try:
+            return await self._offload(self._step, finished, picked, committed)
+        except self.db_errors as exc:
+            error: BaseException = exc
+        verdicts = committed[0] if committed else None
+        unrecorded: list[tuple[Job, Outcome]] = []
+        void: list[Job] = []
+        if verdicts is None:  # the commit failed: its outcomes wait, its claims are void
+            unrecorded, void = finished, picked
+            for job in picked:
+                job.requeue = True
+                if job.claimed is not None and not job.claimed.done():
+                    job.claimed.set_result(False)  # its connection drops it (RSET) now
+            verdicts = [False] * len(picked)
+
+        def recover() -> None:
+            nonlocal void, unrecorded
+            self._reconnect()
+            if void:
+                self._take_back(void)
+                void = []
+            if unrecorded:
+                self._commit(unrecorded, [])
+                unrecorded = []
+            self._housekeep()
+
+        deadline = time.monotonic() + self.config.database.retry_seconds
+        delay = 0.2
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._offload(recover)
+                return verdicts
+            except self.db_errors as exc:
+                error = exc
+            if time.monotonic() >= deadline or self.stop.is_set():
+                raise DatabaseAway(_one_line(error)) from error
+            delay = min(delay * 2, 5.0)
+
+    def _step(
+        self, finished: list[tuple[Job, Outcome]], picked: list[Job], committed: list[list[bool]]
+    ) -> list[bool]:
+        """One commit and the housekeeping after it; ``committed`` gets the verdicts as
+        soon as the commit is done (so that a failure after it is told apart)."""
+        committed.append(self._commit(finished, picked))
+        self._housekeep()
+        return committed[0]
+
+    async def _offload(self, step: Callable[..., T], *args: Any) -> T:
+        """Run a database step. On PostgreSQL, in the database thread: a commit waits for
+        the server's disk (a millisecond or more), and meanwhile the event loop goes on
+        with the SMTP conversations, so the next messages travel during the commit. The
+        loop's own state is safe: the main coroutine waits for the step, and the
+        connections touch only their own jobs. SQLite commits in microseconds: inline."""
+        if self.db_thread is None:
+            return step(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.db_thread, step, *args)
+
+    def _reconnect(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.invalidate()
+                self.conn.close()
+            except Exception:  # a dead connection may fail to close; it is dropped
+                pass
+        self.conn = None
+        self.conn = self.store.engine.connect()
+
+    def _take_back(self, jobs: list[Job]) -> None:
+        """Claims that may have committed as the connection died: nothing was sent for
+        them (their connections were told no), so they are held rows again."""
+        if not jobs:
+            return
+        assert self.conn is not None
+        with self.conn.begin():
+            self.conn.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_([job.delivery_id for job in jobs]),
+                    Delivery.state == DeliveryState.SENDING,
+                )
+                .values(state=self.claims.held_state)
+            )
+
     # -- run
     def run(self) -> SendReport:
         with self.store.Session.begin() as session:
@@ -305,25 +418,21 @@ class SendLoop:
             issue.updated_at = utcnow()
         self.conn = self.store.engine.connect()
         try:
-            postgresql = self.store.engine.dialect.name == "postgresql"
-            count = min(self.connections, MAX_LANES) if postgresql else 1
-            self.lanes = [CommitLane(self.store, self.claims, threaded=postgresql)]
-            self.lanes += [
-                CommitLane(self.store, self.claims, threaded=True) for _ in range(count - 1)
-            ]
-            self.free_lanes = list(self.lanes)
+            self.claims.bind(self.conn)
+            self.record = FastStatement(statements.RECORD, self.conn.dialect)
+            self.bounce = FastStatement(
+                statements.bounce_insert(self.conn.dialect), self.conn.dialect
+            )
             run_coroutine(self._main())
         except DatabaseAway as exc:
             return self._database_away(str(exc))
         finally:
-            for lane in self.lanes:
-                lane.close()
             if self.conn is not None:
                 self.conn.close()
         try:
             return self._finish()
         except self.db_errors as exc:
-            return self._database_away(one_line(exc))
+            return self._database_away(_one_line(exc))
 
     def _database_away(self, why: str) -> SendReport:
         """No word from the database: the report says so; the rows are as committed
@@ -335,109 +444,10 @@ class SendLoop:
             f"the database did not answer for {self.config.database.retry_seconds:g} s ({why})",
         )
 
-    # -- group commits: outcomes that came in, claims of the messages about to go
-    async def _commit(
-        self, lane: CommitLane, finished: list[tuple[Job, Outcome]], picked: list[Job]
-    ) -> None:
-        """Record outcomes and claim the picked rows as ``sending`` in one transaction, on
-        ``lane``; then tell each picked message whether it may send its final dot.
-
-        The picked messages are already travelling: each sends its final dot only after
-        this commit says yes (see :meth:`Job.commit_point`). A crash before the commit
-        leaves their rows as they were, and no server can have accepted a message without
-        its dot. The slots the finished messages freed are the ones the picked take, in
-        the same commit: so at most one row per SMTP connection is ever ``sending``,
-        whatever order the lanes' commits land in.
-
-        When the database goes away, the picked messages are told no at once (their
-        claims may or may not have committed; nothing is sent for them) and sent again
-        later; the lane reconnects with backoff and records the outcomes, so a message
-        the server accepted is ``sent``, not ``uncertain``. :class:`DatabaseAway` when it
-        stays away for ``[database] retry_seconds``.
-        """
-        try:
-            now = utcnow()
-            rows, bounces = self._outcomes(finished, now)
-            claims = [(job.delivery_id, job.message_id) for job in picked]
-            try:
-                verdicts = await lane.run(lane.commit, rows, bounces, claims, now)
-            except self.db_errors as exc:
-                verdicts = [False] * len(picked)
-                for job in picked:
-                    job.requeue = True
-                    assert job.claimed is not None
-                    job.claimed.set_result(False)  # its connection drops it (RSET) now
-                await self._recover(lane, rows, bounces, [c[0] for c in claims], exc)
-            self._settle(finished)
-            for job, ok in zip(picked, verdicts, strict=True):
-                if not ok and not job.requeue:
-                    self.done += 1
-                assert job.claimed is not None
-                if not job.claimed.done():
-                    job.claimed.set_result(ok)
-        finally:
-            for job in picked:  # whatever happened, no message waits forever
-                if job.claimed is not None and not job.claimed.done():
-                    job.claimed.set_result(False)
-            self.free_lanes.append(lane)
-            assert self.wakeup is not None
-            self.wakeup.set()
-
-    async def _recover(
-        self,
-        lane: CommitLane,
-        rows: list[dict[str, Any]],
-        bounces: list[dict[str, Any]],
-        void: list[int],
-        error: BaseException,
-    ) -> None:
-        def again() -> None:
-            lane.connect()
-            if void:
-                lane.take_back(void)
-            lane.commit(rows, bounces, [], utcnow())
-
-        deadline = time.monotonic() + self.config.database.retry_seconds
-        delay = 0.2
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            try:
-                await lane.run(again)
-                return
-            except self.db_errors as exc:
-                error = exc
-            delay = min(delay * 2, 5.0)
-        raise DatabaseAway(one_line(error)) from error
-
-    def _housekeep(self) -> None:
-        """Between commits, on the loop's own connection: keep the claims alive, read the
-        next candidates. A database away here is noticed by the commits; it only ends the
-        send when nothing else can (no commit for ``[database] retry_seconds``)."""
-        try:
-            if self.conn is None:
-                self.conn = self.store.engine.connect()
-            self._share_rate(self.claims.after_commit(self.conn))
-            if len(self.candidates) < 2 * self.connections:
-                self._refill()
-            self.housekeeping_failed_at = 0.0
-        except self.db_errors as exc:
-            if self.conn is not None:
-                try:
-                    self.conn.invalidate()
-                finally:
-                    self.conn.close()
-                self.conn = None
-            now = time.monotonic()
-            self.housekeeping_failed_at = self.housekeeping_failed_at or now
-            if now - self.housekeeping_failed_at > self.config.database.retry_seconds:
-                raise DatabaseAway(one_line(exc)) from exc
-
-    # -- the loop
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         results: asyncio.Queue[tuple[Job, Outcome]] = asyncio.Queue()
         jobs: asyncio.Queue[Job | None] = asyncio.Queue()
-        wakeup = self.wakeup = asyncio.Event()
 
         async def connection() -> None:
             """One SMTP connection: takes a message, sends it, reports; until told to stop."""
@@ -446,22 +456,21 @@ class SendLoop:
                 while (job := await jobs.get()) is not None:
                     try:
                         if job.refusal is not None:
-                            outcome = job.refusal  # nothing goes out
-                        else:
-                            assert job.data is not None
-                            outcome = await send_with_reconnects(
-                                transport,
-                                envelope_sender(self.config, self.secret, job.delivery_id),
-                                job.row.address,
-                                await job.data,
-                                self.retry_base,
-                                job.commit_point,
-                            )
+                            results.put_nowait((job, job.refusal))  # nothing goes out
+                            continue
+                        assert job.data is not None
+                        outcome = await send_with_reconnects(
+                            transport,
+                            envelope_sender(self.config, self.secret, job.delivery_id),
+                            job.row.address,
+                            await job.data,
+                            self.retry_base,
+                            job.commit_point,
+                        )
                     except Exception as exc:  # a bug must not lose the row: report it
                         message = f"internal error: {type(exc).__name__}: {exc}"
                         outcome = Outcome(_K.FATAL, None, message)
                     results.put_nowait((job, outcome))
-                    wakeup.set()
             finally:
                 await transport.close()
 
@@ -470,50 +479,54 @@ class SendLoop:
             if self.template.signer is not None
             else None
         )
+        if self.store.engine.dialect.name == "postgresql":
+            self.db_thread = ThreadPoolExecutor(1, "send-db")
         connections = [asyncio.create_task(connection()) for _ in range(self.connections)]
         finished: list[tuple[Job, Outcome]] = []
         try:
+            self._refill()
             while True:
-                self._housekeep()  # cheap unless a read or a renewal is due
                 now = time.monotonic()
-                if self.free_lanes:
-                    picked = self._pick(now)
-                    self._prepare_ahead()
-                    if picked or finished:
-                        for job in picked:
-                            job.claimed = loop.create_future()
-                            jobs.put_nowait(job)
-                        self.in_flight += len(picked)
-                        if picked:
-                            await asyncio.sleep(0)  # let them put MAIL FROM on the wire first
-                        lane = self.free_lanes.pop()
-                        task = asyncio.create_task(self._commit(lane, finished, picked))
-                        self.commits.add(task)
-                        finished = []
-                for task in [t for t in self.commits if t.done()]:
-                    self.commits.discard(task)
-                    task.result()  # DatabaseAway, or a bug, ends the loop here
-                    if self.progress:
-                        self.progress(self.done, self.total)
-                idle = not self.commits and not finished and self.in_flight == 0
-                if idle and (self._stopping() or not self._pending()):
+                picked = self._pick(now)
+                self._prepare_ahead()
+                for job in picked:
+                    job.claimed = loop.create_future()
+                    jobs.put_nowait(job)
+                self.in_flight += len(picked)
+                if picked:
+                    await asyncio.sleep(0)  # let them put MAIL FROM on the wire first
+                try:
+                    verdicts = await self._commit_until_done(finished, picked)
+                except BaseException:
+                    for job in picked:
+                        if job.claimed is not None and not job.claimed.done():
+                            job.claimed.set_result(False)
+                    raise
+                for job, ok in zip(picked, verdicts, strict=True):
+                    if not ok and not job.requeue:
+                        self.done += 1
+                    assert job.claimed is not None
+                    if not job.claimed.done():  # a requeued job was told no already
+                        job.claimed.set_result(ok)
+                if self.progress:
+                    self.progress(self.done, self.total)
+                if self.in_flight == 0 and (self._stopping() or not self._pending()):
                     return
-                finished += await self._wait(results, now)
+                finished = await self._wait(results, now)
         finally:
             for _ in connections:
                 jobs.put_nowait(None)
-            await asyncio.gather(*self.commits, return_exceptions=True)
             await asyncio.gather(*connections, return_exceptions=True)
             if self.signing is not None:
                 self.signing.shutdown(cancel_futures=True)
+            if self.db_thread is not None:
+                self.db_thread.shutdown()
 
     async def _wait(
         self, results: asyncio.Queue[tuple[Job, Outcome]], now: float
     ) -> list[tuple[Job, Outcome]]:
-        """Until a message is done, a commit has landed, a retry or a rate slot is due
-        (when a connection is free to take it), or 0.5 s have passed (so that a stop
-        request is noticed)."""
-        assert self.wakeup is not None
+        """Until a message is done, a retry or a rate slot is due (when a connection is
+        free to take it), or 0.5 s have passed (so that a stop request is noticed)."""
         wake = [now + 0.5]
         if self.in_flight < self.connections and not self._stopping():
             if self.retry_heap:
@@ -521,22 +534,17 @@ class SendLoop:
             if self.interval and self.next_slot > now:
                 wake.append(self.next_slot)
         timeout = min(wake) - time.monotonic()
-        if timeout > 0 and results.empty() and not any(t.done() for t in self.commits):
-            self.wakeup.clear()
+        finished = []
+        if timeout <= 0:
+            await asyncio.sleep(0)  # always let the connections run
+        else:
             try:
                 async with asyncio.timeout(timeout):
-                    await self.wakeup.wait()
+                    finished.append(await results.get())
             except TimeoutError:
-                pass
-        else:
-            await asyncio.sleep(0)  # always let the connections and the commits run
+                return []
         while not results.empty():
-            self.early.append(results.get_nowait())
-        # an outcome can come before its own claim has committed (a refusal at RCPT,
-        # with pipelining): it waits for that commit, or the two could land in the wrong
-        # order on two lanes
-        finished: list[tuple[Job, Outcome]] = []
-        self.early = [r for r in self.early if not _claim_landed(r, finished)]
+            finished.append(results.get_nowait())
         self.in_flight -= len(finished)
         return finished
 
@@ -567,11 +575,19 @@ class SendLoop:
         return SendReport(self.issue_id, state, counts, reason)
 
 
-def _claim_landed(result: tuple[Job, Outcome], finished: list[tuple[Job, Outcome]]) -> bool:
-    """Whether the claim of ``result``'s message has committed; if so it joins
-    ``finished``."""
-    claimed = result[0].claimed
-    if claimed is None or claimed.done():
-        finished.append(result)
-        return True
-    return False
+def _database_errors(store: Store) -> tuple[type[BaseException], ...]:
+    """The errors that mean "the database is away" (a lost connection, a full disk), as
+    SQLAlchemy raises them and as the driver does on the hot path's raw cursor."""
+    dbapi = store.engine.dialect.dbapi
+    errors: list[type[BaseException]] = [sa_exc.OperationalError, sa_exc.InterfaceError]
+    for name in ("OperationalError", "InterfaceError"):
+        error = getattr(dbapi, name, None)
+        if isinstance(error, type):
+            errors.append(error)
+    return tuple(errors)
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split())
+    return (text[:200] + "…") if len(text) > 200 else text or type(orig).__name__
