@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import html
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.header import Header
 from email.headerregistry import Address
@@ -50,8 +51,23 @@ def domain_of(address: str) -> str:
 def make_message_id(domain: str, *parts: object) -> str:
     """A unique Message-ID on the sender's domain: readable parts plus 64 random bits."""
     local = ".".join(str(p) for p in parts if p not in (None, ""))
-    safe = "".join(ch if ch.isascii() and ch.isalnum() or ch in "-_." else "-" for ch in local)
-    return f"<{safe}.{secrets.token_hex(8)}@{domain}>"
+    return f"<{_id_safe(local)}.{secrets.token_hex(8)}@{domain}>"
+
+
+def _id_safe(local: str) -> str:
+    return "".join(ch if ch.isascii() and ch.isalnum() or ch in "-_." else "-" for ch in local)
+
+
+def message_id_maker(domain: str, *parts: object) -> Callable[[int], str]:
+    """:func:`make_message_id` for many messages with the same leading parts (an issue's
+    send), the last part a number: the readable prefix is made safe once."""
+    prefix = _id_safe(".".join(str(p) for p in parts if p not in (None, "")))
+    token_hex = secrets.token_hex
+
+    def make(number: int) -> str:
+        return f"<{prefix}.{number}.{token_hex(8)}@{domain}>"
+
+    return make
 
 
 def format_recipient(address: str, name: str = "") -> str:

@@ -52,7 +52,7 @@ from digest_mailer.kinds import (
     IssueState,
     OutcomeKind,
 )
-from digest_mailer.message import MessageTemplate, make_message_id
+from digest_mailer.message import MessageTemplate, message_id_maker
 from digest_mailer.models import Delivery, Issue, utcnow
 from digest_mailer.send import statements
 from digest_mailer.send.claims import Candidate, ClaimPolicy
@@ -141,6 +141,7 @@ class SendLoop:
         self.signing: ThreadPoolExecutor | None = None
         self.db_errors = _database_errors(store)
         self.db_thread: ThreadPoolExecutor | None = None
+        self.make_message_id = message_id_maker(template.domain, issue_id)
 
     # -- candidates
     def _refill(self) -> None:
@@ -189,7 +190,7 @@ class SendLoop:
         if job.data is not None or job.refusal is not None:
             return
         row = job.row
-        job.message_id = make_message_id(self.template.domain, self.issue_id, row.delivery_id)
+        job.message_id = self.make_message_id(row.delivery_id)
         if not row.address.isascii():
             try:
                 wire_address(row.address)  # cached: render and the transport reuse it

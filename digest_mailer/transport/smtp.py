@@ -175,7 +175,9 @@ class SMTPTransport:
                     text = line[4:].strip().decode("utf-8", "replace")
                     # a server's words reach terminals and spreadsheets: no escape codes,
                     # no control characters
-                    lines.append("".join(c if c.isprintable() else " " for c in text))
+                    if not text.isprintable():  # rare: filter character by character
+                        text = "".join(c if c.isprintable() else " " for c in text)
+                    lines.append(text)
                     if line[3:4] != b"-":
                         joined = " ".join(lines)[:MAX_REPLY_TEXT]
                         return Reply(int(line[:3]), joined, tuple(lines))
