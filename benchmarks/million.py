@@ -1,5 +1,7 @@
-"""A million subscribers on PostgreSQL: insert them, queue an issue for them, and send it
-with 4 workers of 2 connections each to Postfix's smtp-sink.
+"""A million subscribers on PostgreSQL: inserted, queued, sent by 4 workers to smtp-sink.
+
+The subscribers are inserted, an issue is queued for them, and it is sent with 4 workers
+of 2 connections each to Postfix's smtp-sink.
 
 The benchmark works in a database of its own (``--db-name``, created on the server of
 --database-url and dropped at the end; the URL's own database is not touched). It

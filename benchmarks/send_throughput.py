@@ -1,5 +1,7 @@
-"""Send throughput: digest-mailer's sender against a bare smtplib loop and Postfix's
-smtp-source, same sink, same number of connections, same run.
+"""Send throughput: digest-mailer against a bare smtplib loop and smtp-source, same sink.
+
+digest-mailer's sender, a bare smtplib loop and Postfix's smtp-source each send through
+the same sink with the same number of connections, in the same run.
 
 Sinks (--sink, several may be given; each runs in the same run):
 
