@@ -431,10 +431,11 @@ def capture_smtp(
     """
     from digest_mailer.capture import start_capture
 
-    controller = start_capture(maildir, host, port)
-    out.print(f"capturing mail on {host}:{port} into {maildir}/ (Ctrl-C to stop)", markup=False)
+    # the handler first: a SIGTERM once the server answers must stop it cleanly
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    controller = start_capture(maildir, host, port)
+    out.print(f"capturing mail on {host}:{port} into {maildir}/ (Ctrl-C to stop)", markup=False)
     try:
         while not stopped.wait(0.5):
             pass
