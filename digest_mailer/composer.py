@@ -20,6 +20,7 @@ from markdown_it.token import Token
 from premailer import Premailer
 
 from digest_mailer.addresses import address_key, find_addresses
+from digest_mailer.archive.paths import archive_url
 from digest_mailer.config import Config
 from digest_mailer.errors import InputError, TemplateError
 from digest_mailer.source import IssueSource, read_issue
@@ -231,7 +232,7 @@ def wrap(text: str, first: str = "", rest: str = "", width: int = TEXT_WIDTH) ->
     return "\n".join(lines)
 
 
-def _plain(source: str) -> str:
+def plain_inline(source: str) -> str:
     """Inline Markdown as one line of plain text (for subjects and preheaders)."""
     text = Renderer().inline_text(source)
     return re.sub(r" \[\d+\]", "", " ".join(text.split()))
@@ -299,7 +300,7 @@ def _template_location(exc: BaseException, name: str) -> str:
 
 
 def default_subject(source: IssueSource) -> str:
-    title = _plain(source.title) or "Newsletter"
+    title = plain_inline(source.title) or "Newsletter"
     parts = [title]
     if source.volume:
         parts[0] = f"{title}, Vol {source.volume}"
@@ -321,9 +322,9 @@ def build_context(source: IssueSource, config: Config) -> tuple[dict[str, Any], 
     if not source.title:
         source.title = nl.title
     subject = one_line(source.subject or default_subject(source))
-    preheader = one_line(_plain(source.preheader)) if source.preheader else ""
+    preheader = one_line(plain_inline(source.preheader)) if source.preheader else ""
     if not preheader and source.headlines:
-        joined = "; ".join(_plain(h) for h in source.headlines)
+        joined = "; ".join(plain_inline(h) for h in source.headlines)
         preheader = joined if len(joined) <= 140 else joined[:139].rsplit(" ", 1)[0] + "…"
     request = nl.request_address
     credit_url = source.image_credit_url
@@ -337,7 +338,7 @@ def build_context(source: IssueSource, config: Config) -> tuple[dict[str, Any], 
         "newsletter": nl.title,
         "subject": subject,
         "preheader": preheader,
-        "title": _plain(source.title),
+        "title": plain_inline(source.title),
         "volume": source.volume,
         "date": source.date,
         "image": source.image,
@@ -357,6 +358,7 @@ def build_context(source: IssueSource, config: Config) -> tuple[dict[str, Any], 
         "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
         "postal_address": nl.postal_address,
         "from_name": nl.from_name,
+        "view_url": "",  # "View in your browser": set by compose() for a published issue
     }
     # The text part, rendered in reading order so link references number in that order.
     context["intro_text"] = text.block_text(source.body) if source.is_digest and source.body else ""
@@ -401,9 +403,14 @@ def inline_css(html: str) -> str:
         raise TemplateError(f"cannot inline the CSS: {exc}") from None
 
 
-def compose(source: IssueSource, config: Config) -> ComposedIssue:
+def compose(source: IssueSource, config: Config, *, archive: bool = True) -> ComposedIssue:
+    """The issue as it is sent. ``archive`` (not ``send --no-archive``): with
+    ``[newsletter] public_url`` set, the message links to its archive page ("View in your
+    browser", the same link for every recipient, with no token)."""
     env = template_environment(config)
     context, html_renderer = build_context(source, config)
+    if archive:
+        context["view_url"] = archive_url(config.newsletter.public_url, source.issue_id)
     html = inline_css(render_template(env, "issue.html.j2", context))
     text = render_template(env, "issue.txt.j2", context)
     # no trailing blanks, except in the signature delimiter "-- " that mail clients know
@@ -424,7 +431,12 @@ def compose(source: IssueSource, config: Config) -> ComposedIssue:
 
 
 def compose_file(
-    path: Path, config: Config, *, issue_id: str | None = None, encoding: str | None = None
+    path: Path,
+    config: Config,
+    *,
+    issue_id: str | None = None,
+    encoding: str | None = None,
+    archive: bool = True,
 ) -> ComposedIssue:
     """Read and compose ``path``; ``issue_id`` (``--issue-id``) overrides the id the file
     gives (front matter ``id``, the ``Vol:`` line, else the file name); ``encoding``
@@ -434,7 +446,7 @@ def compose_file(
         if not issue_id.strip() or len(issue_id) > 100 or any(c.isspace() for c in issue_id):
             raise InputError(f"--issue-id {issue_id!r}: use one word of at most 100 characters")
         source.id = issue_id
-    return compose(source, config)
+    return compose(source, config, archive=archive)
 
 
 def write_outputs(composed: ComposedIssue, out_dir: Path, preview: bytes) -> dict[str, Path]:

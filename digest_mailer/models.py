@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -104,6 +105,8 @@ class Subscriber(Base):
     # the random value its unsubscribe links sign: a purged person's link matches nobody
     # ("" for subscribers older than links bound this way: their links keep working)
     link_salt: Mapped[str] = mapped_column(String(32), default=new_link_salt, server_default="")
+    # when its one welcome message was queued (None: never; see digest_mailer.welcome)
+    welcomed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     lists: Mapped[list["MailingList"]] = relationship(
         secondary=list_members, back_populates="members", order_by="MailingList.name"
@@ -178,6 +181,29 @@ class Issue(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ArchiveEntry(Base):
+    """The public page of one issue whose real send has started: written once, then only
+    published or unpublished (:mod:`digest_mailer.archive`). Nothing personal is in it."""
+
+    __tablename__ = "archive_entries"
+    __table_args__ = (Index("ix_archive_entries_published", "published", "issued_at"),)
+
+    issue_id: Mapped[str] = mapped_column(
+        ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True
+    )
+    title: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    volume: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    issue_date: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    headlines: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")  # JSON list
+    body_html: Mapped[str] = mapped_column(Text)
+    body_text: Mapped[str] = mapped_column(Text)
+    published: Mapped[bool] = mapped_column(default=False, server_default=false())
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Delivery(Base):

@@ -104,6 +104,9 @@ def test_fingerprint_follows_content(newsletter_config, tmp_path: Path) -> None:
 def test_text_part(newsletter_config) -> None:  # type: ignore[no-untyped-def]
     text = compose_file(ISSUES / "digest-vol-3.1.txt", newsletter_config).text
     lines = text.splitlines()
+    # with public_url set, the same "View in your browser" link for everyone comes first
+    assert lines[0] == "View in your browser: https://digest.transit-lab.test/archive/3.1/"
+    lines = lines[2:]
     assert lines[0] == "Transit Policy Weekly" and set(lines[1]) == {"="}
     assert "HEADLINES" in lines and "DETAILS" in lines
     assert "**" not in text and "](" not in text

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from digest_mailer import __version__
 from digest_mailer.cli import (
+    archive,
     bounces,
     compose,
     dkim,
@@ -110,6 +111,7 @@ app.add_typer(lists.app, name="lists")
 app.add_typer(requests.app, name="requests")
 app.add_typer(bounces.app, name="bounces")
 app.add_typer(dkim.app, name="dkim")
+app.add_typer(archive.app, name="archive")
 store.register(app)
 compose.register(app)
 send.register(app)

@@ -99,6 +99,14 @@ def send(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Print every lint warning, not a count.")
     ] = False,
+    no_archive: Annotated[
+        bool,
+        typer.Option(
+            "--no-archive",
+            help="Keep the issue out of the public archive and feed (no 'View in your "
+            "browser' link); give it to the --test send too.",
+        ),
+    ] = False,
 ) -> None:
     """Send an issue: first --test to the seed list, then to every active subscriber
     (or the members of --list).
@@ -113,6 +121,7 @@ def send(
     """
     from digest_mailer import composer
     from digest_mailer import send as sending
+    from digest_mailer.archive.render import archive_draft
     from digest_mailer.config import refuse_placeholders
     from digest_mailer.lease import take_lease
     from digest_mailer.lint import lint, lint_config
@@ -128,7 +137,9 @@ def send(
         sending.require_postgresql(st.store())
     if dry_run is None:
         refuse_placeholders(config)
-    composed = composer.compose_file(issue_file, config, issue_id=issue_id, encoding=encoding)
+    composed = composer.compose_file(
+        issue_file, config, issue_id=issue_id, encoding=encoding, archive=not no_archive
+    )
     if composed.source.encoding not in ("UTF-8", encoding):
         warn(
             f"{issue_file} was read as {composed.source.encoding} (it is not UTF-8); "
@@ -156,6 +167,8 @@ def send(
         "allow_changed": allow_changed,
         "worker": worker,
         "audience": audience,
+        "archive": archive_draft(composed, config),
+        "publish": not no_archive,
     }
     if not yes:
         # the question is asked with no transaction open: a person may take minutes to

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, exists, func, insert, literal, select, true, update
 from sqlalchemy.orm import Session
 
+from digest_mailer.archive.render import ArchiveDraft
+from digest_mailer.archive.store import record as record_archive
 from digest_mailer.composer import ComposedIssue
 from digest_mailer.errors import InputError, SendRefused
 from digest_mailer.kinds import (
@@ -111,6 +113,8 @@ def prepare_send(
     allow_changed: bool = False,
     worker: bool = False,
     audience: "Audience | None" = None,
+    archive: ArchiveDraft | None = None,
+    publish: bool = True,
 ) -> SendPlan:
     """Check that the send may start (or resume), recover a crashed run, queue recipients.
 
@@ -118,6 +122,8 @@ def prepare_send(
     :mod:`digest_mailer.send.claims`); only rows of workers whose lease ran out are recovered.
     ``audience``: the lists to send to (default: every active subscriber). A send of the
     issue to an audience it has not had yet queues those not yet sent to.
+    ``archive``: the issue's public page, kept once when its send starts; ``publish``
+    (not ``send --no-archive``) puts it in the archive and the feed at once.
     """
     refuse_on_lint_errors(composed)
     if session.get_bind().dialect.name == "postgresql":
@@ -145,9 +151,10 @@ def prepare_send(
         issue.subject = composed.subject
     if not resuming and issue.tested_fingerprint != composed.fingerprint:
         if not skip_test:
+            flags = "--test" if publish else "--test --no-archive"
             raise SendRefused(
                 f"no successful test send of this version of issue {issue.id}: run "
-                f"`digest-mailer send {composed.source.path} --test` first (or --skip-test)"
+                f"`digest-mailer send {composed.source.path} {flags}` first (or --skip-test)"
             )
         issue.skipped_test = True
         notes.append("started without a test send (--skip-test)")
@@ -173,6 +180,8 @@ def prepare_send(
         # from here on the recipient set and the text are fixed
         if not resuming:
             issue.started_at = utcnow()
+        if archive is not None:  # test sends never come here: they never publish
+            record_archive(session, archive, publish=publish, when=issue.started_at or utcnow())
         issue.state, issue.updated_at = IssueState.SENDING, utcnow()
         if resuming:
             notes.append(f"{added} more recipient(s): {audience.line}")

@@ -76,9 +76,10 @@ def _head_size(scope: Scope) -> int:
 
 
 def _one_slash_less(scope: Scope) -> Scope:
-    """``/u/TOKEN/`` is ``/u/TOKEN``: served as it is, never redirected."""
+    """``/u/TOKEN/`` is ``/u/TOKEN``: served as it is, never redirected. The archive's
+    pages are folders (``/archive/ID/``, their links relative): they keep their slash."""
     path = scope["path"]
-    if len(path) <= 1 or not path.endswith("/"):
+    if len(path) <= 1 or not path.endswith("/") or path.startswith("/archive/"):
         return scope
     scope = dict(scope)
     scope["path"] = path[:-1]
