@@ -4,7 +4,8 @@
 # local capture SMTP server, a test send, the real send (DKIM-signed, VERP return paths),
 # the send log, a bounce and a complaint processed, requests emailed to the digest address
 # (double opt-in, an unsubscribe confirmed by its owner, review, a message held on an
-# error, a forged bounce left unverified), and the one-click unsubscribe page.
+# error, a forged bounce left unverified), the one-click unsubscribe page, and the public
+# archive with its feed and static export.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d -t digest-demo.XXXXXX)"
@@ -217,6 +218,31 @@ reply = urllib.request.urlopen(urllib.request.Request(local, data=b"List-Unsubsc
 print(f"  one-click POST: {reply.status} {reply.read().decode().strip()}")
 PY
 digest-mailer subscribers list --status unsubscribed
+
+step "the public archive: the issue's page (its 'View in your browser' link), the index and the Atom feed"
+python3 - "$work/captured" "$webport" <<'PY'
+import mailbox, re, sys, urllib.request
+import feedparser
+from email import message_from_bytes, policy
+base = f"http://127.0.0.1:{sys.argv[2]}"
+for m in mailbox.Maildir(sys.argv[1]):
+    msg = message_from_bytes(m.as_bytes(), policy=policy.default)
+    if not str(msg["Subject"]).startswith(("[TEST]", "Confirm")) and msg.get_body(("plain",)):
+        text = msg.get_body(("plain",)).get_content()
+        if "View in your browser" in text:
+            break
+view = re.search(r"View in your browser: (\S+)", text).group(1)
+print(f"  in every message (no token, the same for all): View in your browser: {view}")
+page = urllib.request.urlopen(view.replace("https://digest.policy-lab.test", base)).read().decode()
+print("  the page:", re.search(r"<title>(.*?)</title>", page).group(1), "|",
+      re.search(r'<link rel="canonical" href="([^"]+)"', page).group(1))
+index = urllib.request.urlopen(base + "/archive/").read().decode()
+print("  /archive/ lists:", ", ".join(re.findall(r'<h2><a href="[^"]+">([^<]+)</a>', index)))
+feed = feedparser.parse(urllib.request.urlopen(base + "/feed.atom").read())
+print(f"  /feed.atom: Atom, well-formed: {not feed.bozo}, {len(feed.entries)} entry: {feed.entries[0].link}")
+PY
+digest-mailer archive export site --base-url https://www.policy-lab.test/digest/
+(cd site && find . -type f | sort | sed 's/^/  /')
 kill $web; wait $web 2>/dev/null || true
 
 kill $capture; wait $capture 2>/dev/null || true
@@ -226,4 +252,5 @@ printf 'Pictures:           %s\n' "$(ls "$work"/vol-2.4/issue-*.png 2>/dev/null 
 printf 'Plain text:         %s\n' "$work/vol-2.4/issue.txt"
 printf 'Preview message:    %s\n' "$work/vol-2.4/preview.eml"
 printf 'Captured messages:  %s (%s files)\n' "$work/captured/new" "$(ls "$work/captured/new" | wc -l)"
+printf 'Archive export:     %s\n' "$work/site/index.html"
 printf 'Store and config:   %s\n' "$work"
