@@ -48,6 +48,8 @@ class NewsletterConfig:
     templates: str = ""
     language: str = "en"
     bounce_address: str = ""
+    # one welcome mail to each new reader (templates/welcome.*.j2; digest_mailer.welcome)
+    welcome: bool = True
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from digest_mailer.signing import DkimSigner, dns_txt_value
 from digest_mailer.source import parse_issue
 from digest_mailer.tokens import signing_secret
 from digest_mailer.transport import refuse_clear_text_login
+from digest_mailer.welcome import sample_welcome
 
 STRONG_SECRET_CHARS = 32
 DNS_LIFETIME = 2.0  # seconds for one lookup, retries included
@@ -339,7 +340,11 @@ def check_templates(context: _Context) -> str:
     folder = config.newsletter.templates
     where = f"the templates in {config.path(folder)}" if folder else "the shipped templates"
     composed = composer.compose(parse_issue(SAMPLE_ISSUE, config.path("doctor-sample")), config)
-    return f"a sample issue renders with {where} ({len(composed.html)} bytes of HTML)"
+    welcome = ""
+    if config.newsletter.welcome:  # the welcome mail's pair too, when it is sent
+        sample_welcome(config)
+        welcome = ", and so does the welcome mail"
+    return f"a sample issue renders with {where} ({len(composed.html)} bytes of HTML){welcome}"
 
 
 # --------------------------------------------------------------------------- DNS

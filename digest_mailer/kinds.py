@@ -26,6 +26,18 @@ class InboxState(StrEnum):
     RESOLVED = "resolved"
 
 
+class ReplyKind(StrEnum):
+    """What a message in the outbox (``replies``) is: the automatic replies to requests
+    (``templates/requests/KIND.*.j2``) and the welcome mail (``templates/welcome.*.j2``)."""
+
+    CONFIRM = "confirm"
+    UNKNOWN_TOKEN = "unknown_token"
+    NOT_SUBSCRIBED = "not_subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+    CONFIRM_UNSUBSCRIBE = "confirm_unsubscribe"
+    WELCOME = "welcome"
+
+
 class BounceKind(StrEnum):
     HARD = "hard"
     SOFT = "soft"

@@ -57,6 +57,7 @@ def test_postgres_url_untouched() -> None:
         ('[smtp]\nhots = "x"\n', "[smtp] has an unknown key 'hots'"),
         ('[smpt]\nhost = "x"\n', "unknown section [smpt]"),
         ("[subscribers]\nallow_test_domains = 1\n", "must be true or false, got 1"),
+        ('[newsletter]\nwelcome = "yes"\n', "[newsletter] welcome must be true or false"),
         ("[newsletter]\ntitle = 3\n", "[newsletter] title must be a string"),
         ('[database]\nurl = "not a url"\n', "[database] url must be a database URL"),
         ("[smtp\n", "not valid TOML"),

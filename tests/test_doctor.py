@@ -551,6 +551,19 @@ def test_broken_template(setup: Setup) -> None:
     assert "fix: correct the template named above" in failures["templates"]
 
 
+def test_broken_welcome_template(setup: Setup) -> None:
+    folder = setup.tmp_path / "my-templates"
+    folder.mkdir()
+    (folder / "welcome.txt.j2").write_text("Hello {{ adress }}\n", encoding="utf-8")
+    setup.sections["newsletter"]["templates"] = str(folder)
+    failures = setup.failures()
+    assert list(failures) == ["templates"]
+    assert "welcome.txt.j2 line 1: 'adress' is undefined" in failures["templates"]
+    setup.sections["newsletter"]["welcome"] = False  # not sent: not checked
+    code, checks, _ = setup.lines()
+    assert code == 0 and "welcome mail" not in checks["templates"]
+
+
 def test_an_unexpected_error_in_one_check_leaves_the_others(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:

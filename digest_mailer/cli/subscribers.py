@@ -6,11 +6,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from digest_mailer.cli.state import out, print_json, state, warn
+from digest_mailer.cli.state import State, err, out, print_json, state, warn
 from digest_mailer.kinds import SubscriberStatus
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from digest_mailer import subscribers
+    from digest_mailer.welcome import Welcome
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -32,6 +35,7 @@ def _report(
     as_json: bool,
     dry_run: bool = False,
     source: str | None = None,
+    welcome: "list[Welcome] | None" = None,
 ) -> None:
     if as_json:
         data: dict[str, object] = {"dry_run": dry_run}
@@ -46,8 +50,15 @@ def _report(
             "skipped": report.skipped_addresses,
             "warnings": [{"row": n.row, "message": n.message} for n in report.notes],
         }
+        if welcome is not None:
+            data["welcome"] = [w.as_dict() for w in welcome]
         print_json(data)
         return
+    for w in welcome or []:
+        if w.queued:
+            out.print(w.detail, markup=False)
+        else:
+            warn(w.detail)
     for bad in report.invalid:
         where = f"row {bad.row}: " if bad.row else ""
         warn(bad.message or f"invalid {where}{bad.value!r}: {bad.reason}")
@@ -71,6 +82,10 @@ def add(
     resubscribe: Annotated[
         bool, typer.Option("--resubscribe", help="Reactivate unsubscribed/bounced addresses.")
     ] = False,
+    welcome: Annotated[
+        bool,
+        typer.Option("--welcome", help="Send each address that ends up active the welcome mail."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Add subscribers, active at once (staff vouch for their consent).
@@ -78,11 +93,17 @@ def add(
     Any invalid address refuses the whole command. An address whose domain looks like a
     typo of a big mail provider (gmail.con, hotmial.com) is added as written, with a warning.
 
-    Example: digest-mailer subscribers add ana@lab.org --name "Ana Lima"
+    --welcome sends the welcome mail (templates/welcome.*.j2) to each address that ends
+    up active and never had one, unless [newsletter] welcome = false. It goes out at once
+    through the [smtp] server; if the server cannot be reached, the next `requests
+    process` sends it.
+
+    Example: digest-mailer subscribers add ana@lab.org --name "Ana Lima" --welcome
     """
     from digest_mailer import subscribers
 
     st = state(ctx)
+    sender = _WelcomeSender(st) if welcome else None  # settings checked before any change
     with st.transaction() as session:
         report = subscribers.add_subscribers(
             session,
@@ -92,7 +113,42 @@ def add(
             resubscribe=resubscribe,
             allow_test_domains=st.config.subscribers.allow_test_domains,
         )
-    _report(report, as_json=as_json)
+        welcomed = sender.queue(session, emails) if sender else None
+    _report(report, as_json=as_json, welcome=welcomed)
+    if sender is not None and welcomed is not None:
+        sender.send(welcomed)
+
+
+class _WelcomeSender:
+    """``add --welcome``: the SMTP settings and the secret are read before anything
+    changes; the welcomes are queued in the add's transaction and sent after it."""
+
+    def __init__(self, st: State) -> None:
+        from digest_mailer.tokens import signing_secret
+        from digest_mailer.transport import SMTPSettings
+
+        self.st = st
+        self.settings = SMTPSettings.from_config(st.config)
+        nl = st.config.newsletter
+        self.secret = signing_secret(st.config) if nl.welcome and nl.public_url else None
+
+    def queue(self, session: "Session", emails: list[str]) -> "list[Welcome]":
+        from digest_mailer.welcome import welcome_added
+
+        return welcome_added(session, self.st.config, emails, secret=self.secret)
+
+    def send(self, welcomed: "list[Welcome]") -> None:
+        from digest_mailer.inbox.outbox import send_replies
+        from digest_mailer.transport import SMTPTransport
+
+        if not any(w.queued for w in welcomed):
+            return
+        for r in send_replies(self.st.store(), self.st.config, SMTPTransport(self.settings)):
+            line = f"{r.kind} to {r.address}: {r.outcome.kind} {r.outcome.code or ''}".rstrip()
+            if r.outcome.kind == "sent":
+                err.print(line, style="green", markup=False)
+            else:
+                warn(f"{line} {r.outcome.message}; `requests process` sends what is left")
 
 
 @app.command("remove")

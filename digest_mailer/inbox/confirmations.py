@@ -13,7 +13,7 @@ module without the send engine.
 """
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
@@ -35,10 +35,13 @@ def token_hash(token: str) -> str:
 class Redeemed:
     """What a token did. ``outcome`` says it as the actions report it; ``failed``: the
     token activated nobody because it is expired, unknown or malformed (a sender who
-    sent it by email is then told how to subscribe again)."""
+    sent it by email is then told how to subscribe again); ``activated``: the subscriber
+    this token made active (None otherwise), whom the caller welcomes
+    (:func:`~digest_mailer.welcome.welcome_confirmed`)."""
 
     outcome: str
     failed: bool = False
+    activated: Subscriber | None = field(default=None, compare=False)
 
 
 def redeem(
@@ -70,7 +73,7 @@ def redeem(
         if confirmation.expires_at > now:
             confirmation.confirmed_at = now
             set_status(session, subscriber, "active", actor=actor, detail=f"confirmed ({origin})")
-            return Redeemed("subscribed: confirmed")
+            return Redeemed("subscribed: confirmed", activated=subscriber)
         return Redeemed("none: expired token", failed=True)
     if TOKEN_SHAPE.fullmatch(token or ""):
         return Redeemed("none: unknown token", failed=True)

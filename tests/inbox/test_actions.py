@@ -205,7 +205,9 @@ def test_double_opt_in_round_trip_through_smtp(
         + "\r\n"
     ).encode()
     inbox.add(reply)
-    results, _ = process_source(store, config, MaildirSource(box), make_transport=smtp(config))
+    results, replies = process_source(
+        store, config, MaildirSource(box), make_transport=smtp(config)
+    )
     assert [(r.label, r.action) for r in results] == [
         ("subscribe", "none: already processed"),
         ("confirm", "subscribed: confirmed"),
@@ -214,10 +216,14 @@ def test_double_opt_in_round_trip_through_smtp(
     with store.Session() as session:
         person = subs.get_subscriber(session, "carla.ruiz@mail.test")
         assert person.name == "Carla Ruiz" and person.source == "email-request"
-        assert [(e.old_status, e.new_status) for e in person.events] == [
-            (None, "pending"),
-            ("pending", "active"),
+        assert [(e.kind, e.old_status, e.new_status) for e in person.events] == [
+            ("status", None, "pending"),
+            ("status", "pending", "active"),
+            ("welcome", None, None),  # her welcome mail, queued (tests/test_welcome.py)
         ]
+    # the welcome answers her confirmation
+    assert [(r.kind, r.outcome.kind) for r in replies] == [("welcome", "sent")]
+    assert smtp_server.handler.received[-1].message["In-Reply-To"] == "<yes.1@mail.test>"
 
 
 def test_one_reply_per_address_per_hour_and_expired_tokens(
