@@ -5,7 +5,8 @@
 # the send log, a bounce and a complaint processed, requests emailed to the digest address
 # (double opt-in, an unsubscribe confirmed by its owner, review, a message held on an
 # error, a forged bounce left unverified), the one-click unsubscribe page, and the public
-# archive with its feed and static export.
+# archive with its feed and static export, and a signup through the web form (confirmation,
+# link, welcome mail).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d -t digest-demo.XXXXXX)"
@@ -241,6 +242,42 @@ print("  /archive/ lists:", ", ".join(re.findall(r'<h2><a href="[^"]+">([^<]+)</
 feed = feedparser.parse(urllib.request.urlopen(base + "/feed.atom").read())
 print(f"  /feed.atom: Atom, well-formed: {not feed.bozo}, {len(feed.entries)} entry: {feed.entries[0].link}")
 PY
+step "a reader signs up on the web form: a confirmation mail, the link, then one welcome mail"
+python3 - "$webport" <<'PY'
+import re, sys, time, urllib.parse, urllib.request
+base = f"http://127.0.0.1:{sys.argv[1]}"
+form = urllib.request.urlopen(base + "/subscribe").read().decode()
+token = re.search(r'name="token" value="([^"]+)"', form).group(1)
+time.sleep(2.1)  # the form refuses posts faster than a person (2 s)
+body = urllib.parse.urlencode({"token": token, "email": "farah.nasser@think.test", "name": "Farah Nasser", "comment": ""})
+page = urllib.request.urlopen(base + "/subscribe", data=body.encode()).read().decode()
+print("  POST /subscribe:", re.search(r"<h1>(.*?)</h1>", page).group(1))
+PY
+digest-mailer subscribers show farah.nasser@think.test | sed -n '1,3p'
+digest-mailer requests process --maildir requests | tail -n 1   # sends what the outbox holds
+python3 - "$work/captured" "$webport" <<'PY'
+import mailbox, re, sys, urllib.request
+from email import message_from_bytes, policy
+base = f"http://127.0.0.1:{sys.argv[2]}"
+mails = [message_from_bytes(m.as_bytes(), policy=policy.default) for m in mailbox.Maildir(sys.argv[1])]
+confirm = next(m for m in mails if "farah" in str(m["To"]) and str(m["Subject"]).startswith("Confirm"))
+link = re.search(r"https://\S+/c/[0-9a-f]{32}", confirm.get_body(("plain",)).get_content()).group(0)
+print(f"  captured: {confirm['Subject']}\n  link: {link}")
+page = urllib.request.urlopen(urllib.request.Request(link.replace("https://digest.policy-lab.test", base), data=b"", method="POST")).read().decode()
+print("  POST on the link:", re.search(r"<h1>(.*?)</h1>", page).group(1))
+PY
+digest-mailer requests process --maildir requests | tail -n 1
+python3 - "$work/captured" <<'PY'
+import mailbox, sys
+from email import message_from_bytes, policy
+mails = [message_from_bytes(m.as_bytes(), policy=policy.default) for m in mailbox.Maildir(sys.argv[1])]
+welcome = [m for m in mails if "farah" in str(m["To"]) and not str(m["Subject"]).startswith("Confirm")]
+print(f"  captured: {len(welcome)} welcome message: {welcome[0]['Subject']}")
+text = welcome[0].get_body(("plain",)).get_content()
+print("  it links the latest issue:", next(line.strip() for line in text.splitlines() if "/archive/" in line))
+PY
+
+step "export the archive as static files for the think-tank's website"
 digest-mailer archive export site --base-url https://www.policy-lab.test/digest/
 (cd site && find . -type f | sort | sed 's/^/  /')
 kill $web; wait $web 2>/dev/null || true

@@ -109,8 +109,12 @@ def test_nothing_personal_in_the_pages_feed_or_export(
     archive_cli: Cli, smtp_server: SMTPServer, tmp_path: Path
 ) -> None:
     issue = archive_cli.issue  # type: ignore[attr-defined]
+    archive_cli.ok("lists", "create", "board")
+    for address in list(READERS)[:2]:
+        archive_cli.ok("subscribers", "add", address, "--list", "board")
     archive_cli.ok("send", issue, "--test")
-    archive_cli.ok("send", issue, "--yes")
+    archive_cli.ok("send", issue, "--yes", "--list", "board")
+    assert [r["published"] for r in _archive(archive_cli)] == [True]
     client = _client(archive_cli)
     served = [client.get(p).text for p in ("/archive/", "/archive/3.1/", "/feed.atom")]
     archive_cli.ok("archive", "export", str(tmp_path / "site"))

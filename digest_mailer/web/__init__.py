@@ -1,9 +1,14 @@
-"""The one-click unsubscribe and confirmation pages (`digest-mailer serve`).
+"""The readers' pages (`digest-mailer serve`): one-click unsubscribe, confirmation, the
+signup form and the public archive.
 
-A small Starlette application on the same store as the rest of the tool, in four parts:
+A small Starlette application on the same store as the rest of the tool, in these parts:
 
 - :mod:`~digest_mailer.web.app`: the routes (``/u/{token}``, ``/c/{token}``,
   ``/healthz``) and :func:`create_app`;
+- :mod:`~digest_mailer.web.signup`: ``/subscribe``, the form's double opt-in and its
+  bot defences;
+- :mod:`~digest_mailer.web.archive`: ``/archive/``, ``/archive/ID/`` and the Atom feed
+  (pages rendered by :mod:`digest_mailer.archive.site`);
 - :mod:`~digest_mailer.web.pages`: rendering the pages and the stylesheet;
 - :mod:`~digest_mailer.web.undo`: the signed tokens of the "Resubscribe" button;
 - :mod:`~digest_mailer.web.guard` and :mod:`~digest_mailer.web.server`: the bounds

@@ -10,7 +10,8 @@ A small Starlette application on the same store as the rest of the tool:
   (body ``List-Unsubscribe=One-Click``) unsubscribes and answers 200 with no redirect,
   whatever its Origin or cookies.
 - ``GET /c/{token}`` shows a confirm button; ``POST /c/{token}`` activates a pending
-  subscription (double opt-in, :mod:`digest_mailer.inbox.confirmations`); an expired
+  subscription (double opt-in, :mod:`digest_mailer.inbox.confirmations`) and queues the
+  reader's welcome mail in the outbox (:mod:`digest_mailer.welcome`); an expired
   confirmation says how to subscribe again.
 - ``GET /healthz``: 200 when the database answers and holds an initialised store.
 
@@ -44,9 +45,12 @@ from digest_mailer.inbox.confirmations import redeem, token_hash
 from digest_mailer.models import Confirmation, Event, Subscriber, utcnow
 from digest_mailer.subscribers import set_status
 from digest_mailer.tokens import read_token, token_id
+from digest_mailer.web.archive import ArchiveRoutes
 from digest_mailer.web.guard import BODY_TIMEOUT, HEADERS, Guard
 from digest_mailer.web.pages import Pages, mask
+from digest_mailer.web.signup import signup_routes
 from digest_mailer.web.undo import minute_of, read_undo_token, undo_token
+from digest_mailer.welcome import welcome_confirmed
 
 MAX_TOKEN = 128  # characters of an unsubscribe token; a longer one is a 404 unread
 CONFIRM_TOKEN = re.compile(r"^[0-9a-f]{32}$")
@@ -243,8 +247,13 @@ class WebApp:
             assert person is not None
             if confirmation.confirmed_at is None and confirmation.expires_at <= now:
                 return self.pages.page("expired", 410)
-            outcome = redeem(session, token, now, actor="web", origin="web").outcome
-            already = outcome == "none: already confirmed"
+            redeemed = redeem(session, token, now, actor="web", origin="web")
+            if redeemed.activated is not None:  # queued; `requests process` sends it
+                welcome_confirmed(
+                    session, self.config, redeemed.activated, actor="web", origin="web",
+                    now=now, secret=self.secret, env=self.pages.env,
+                )  # fmt: skip
+            already = redeemed.outcome == "none: already confirmed"
             return self.pages.page("confirmed", address=mask(person.email), already=already)
 
     def healthz(self, request: Request) -> Response:
@@ -290,6 +299,8 @@ def create_app(
         Route("/c/{token}", web.confirm_post, methods=["POST"]),
         Route("/healthz", web.healthz, methods=["GET"]),
         Route("/web.css", web.pages.stylesheet, methods=["GET"]),
+        *ArchiveRoutes(store, config, web.pages).routes(),
+        *signup_routes(web),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         404: not_found,

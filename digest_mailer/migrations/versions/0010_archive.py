@@ -7,7 +7,8 @@ It is written once, when the send starts, so a later change of templates never r
 a past issue. ``published`` says whether the archive, the feed and the static export
 show it (``send --no-archive``, ``archive publish`` / ``archive unpublish``).
 
-``subscribers.welcomed_at`` is when the one welcome message was queued for that person.
+``subscribers.welcomed_at`` is when the one welcome message was queued for that person;
+the subscribers already there count as welcomed (their ``created_at``).
 
 Revision ID: 0010
 Revises: 0009
@@ -52,6 +53,9 @@ def upgrade() -> None:
     op.create_index("ix_archive_entries_published", "archive_entries", ["published", "issued_at"])
     with op.batch_alter_table("subscribers") as batch:
         batch.add_column(sa.Column("welcomed_at", UTCDateTime(), nullable=True))
+    # the readers of before the welcome mail count as welcomed: one who leaves and comes
+    # back is not greeted as new
+    op.execute("UPDATE subscribers SET welcomed_at = created_at")
 
 
 def downgrade() -> None:
