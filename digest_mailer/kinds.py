@@ -140,3 +140,17 @@ class WorkerState(StrEnum):
 class WorkerKind(StrEnum):
     WORKER = "worker"  # `send --worker`: shares the send
     SINGLE = "single"  # a plain `send`: sends alone and excludes others
+
+
+class ScheduleState(StrEnum):
+    """A scheduled send (``digest-mailer schedule``), from recorded to done."""
+
+    SCHEDULED = "scheduled"  # waiting for its time
+    RUNNING = "running"  # its send is under way (a stop pauses it; `run` resumes it)
+    SENT = "sent"  # the send finished
+    CANCELLED = "cancelled"  # `schedule cancel`
+    REFUSED = "refused"  # not sent: the file changed, or the send was refused (see note)
+    FAILED = "failed"  # stopped on an error it cannot get past by itself (see note)
+
+
+OPEN_SCHEDULE_STATES = (ScheduleState.SCHEDULED, ScheduleState.RUNNING)

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from digest_mailer.kinds import DeliveryState, IssueState, SubscriberStatus
+from digest_mailer.kinds import DeliveryState, IssueState, ScheduleState, SubscriberStatus
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -154,6 +154,8 @@ class Event(Base):
     actor: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # the issue whose signed link caused it (an unsubscribe through a message's link)
+    issue_id: Mapped[str | None] = mapped_column(String(100), index=True)
 
     subscriber: Mapped[Subscriber | None] = relationship(back_populates="events")
 
@@ -387,3 +389,46 @@ class Bounce(Base):
     action: Mapped[str] = mapped_column(Text, default="")
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class ScheduledSend(Base):
+    """A send of one issue file at one time (``digest-mailer schedule``), bound to the
+    fingerprint of its tested version: a file changed since is refused when due."""
+
+    __tablename__ = "scheduled_sends"
+    __table_args__ = (
+        Index("ix_scheduled_sends_state_due", "state", "due_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issue_id: Mapped[str] = mapped_column(String(100))
+    source_path: Mapped[str] = mapped_column(Text)  # absolute
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    lists: Mapped[str] = mapped_column(Text, default="", server_default="")  # one a line
+    exclude_lists: Mapped[str] = mapped_column(Text, default="", server_default="")
+    no_archive: Mapped[bool] = mapped_column(default=False, server_default=false())
+    state: Mapped[str] = mapped_column(String(20), default=ScheduleState.SCHEDULED)
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LinkClick(Base):
+    """How often one link of one issue was followed through ``/r/TOKEN`` (opt-in,
+    ``[tracking] clicks``): a count per link, nothing per person."""
+
+    __tablename__ = "link_clicks"
+
+    issue_id: Mapped[str] = mapped_column(
+        ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True
+    )
+    link_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    clicks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    first_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
