@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 from digest_mailer.composer import UNSUBSCRIBE_PLACEHOLDER, ComposedIssue
 from digest_mailer.config import Config
 from digest_mailer.message import one_click_allowed
+from digest_mailer.source import IssueSource
 
 GMAIL_CLIP_BYTES = 102_000
 WARN_BYTES = 90_000
@@ -96,6 +97,43 @@ def _bad_href(href: str | None) -> str | None:
     return None
 
 
+# A reader's own link pasted from a received copy: /u/TOKEN unsubscribes that reader,
+# /c/TOKEN confirms; the issue (and its public archive) would hand it to everyone.
+# Matched by shape: /u/<id in base 36>-<signature>, /c/<32 hex>.
+_PERSONAL_LINK = re.compile(
+    r"/u/[0-9a-z]{1,13}-[A-Za-z0-9_-]{16,64}(?![A-Za-z0-9_-])|/c/[0-9a-f]{32}(?![0-9a-f])"
+)
+
+
+def pasted_personal_data(source: IssueSource) -> list[tuple[str, str]]:
+    """(code, message) for what a draft must never carry to every reader: the unsubscribe
+    placeholder (it would become each reader's own link) or someone's personal link."""
+    parts = [
+        source.title, source.subject, source.preheader, source.body, source.footer_note,
+        source.image, source.image_credit_url, *source.headlines, *source.details,
+    ]  # fmt: skip
+    found = []
+    if any(UNSUBSCRIBE_PLACEHOLDER in p or "%25%25UNSUBSCRIBE_URL%25%25" in p for p in parts):
+        found.append(
+            (
+                "placeholder-in-text",
+                f"the draft holds {UNSUBSCRIBE_PLACEHOLDER}, which would become each reader's "
+                "own unsubscribe link: remove it (the footer carries the link)",
+            )
+        )
+    for part in parts:
+        if match := _PERSONAL_LINK.search(part):
+            found.append(
+                (
+                    "personal-link",
+                    f"the draft holds someone's own link (…{match.group(0)[:40]}): whoever reads "
+                    "the issue or its public archive could use it; remove it",
+                )
+            )
+            break
+    return found
+
+
 def lint(composed: ComposedIssue) -> list[Finding]:
     findings: list[Finding] = []
 
@@ -119,6 +157,8 @@ def lint(composed: ComposedIssue) -> list[Finding]:
                 "no-unsubscribe",
                 f"the {part} template lacks the unsubscribe link ({{{{ unsubscribe_url }}}})",
             )
+    for code, message in pasted_personal_data(composed.source):
+        error(code, message)
     for text in composed.placeholder_links:
         warning(
             "placeholder-link",

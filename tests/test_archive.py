@@ -27,6 +27,7 @@ from digest_mailer.archive.export import MARKER, export_archive
 from digest_mailer.archive.paths import archive_slug, archive_url
 from digest_mailer.archive.render import PublicIssue
 from digest_mailer.archive.site import ArchiveSite
+from digest_mailer.composer import compose_file
 from digest_mailer.config import load_config
 from digest_mailer.web import create_app
 
@@ -314,3 +315,99 @@ def test_a_dotted_or_slashed_id_never_climbs_out(config, tmp_path: Path) -> None
     assert all(p.startswith("site/") for p in written), written
     assert len([p for p in written if p.endswith("/index.html")]) == 3
     assert not os.path.exists(tmp_path / "etc") and not os.path.exists(root / "etc")
+
+
+# --------------------------------------------------------------------------- an outsider's findings
+
+
+def test_a_personal_link_or_the_placeholder_in_a_draft_stops_the_send(
+    archive_cli: Cli, tmp_path: Path
+) -> None:
+    original = ISSUE.read_text("utf-8")
+    for name, planted in (
+        ("u", "https://digest.transit-lab.test/u/1-0AftU8kx7h6bgSdRQ9u8i0zC"),
+        ("c", "see https://elsewhere.test/c/" + "ab" * 16),
+        ("p", "Bye %%UNSUBSCRIBE_URL%%."),
+    ):
+        draft = tmp_path / f"planted-{name}.txt"
+        draft.write_text(original.replace("31 to 12", f"31 to 12 {planted}"), "utf-8")
+        refused = archive_cli("send", str(draft), "--test")
+        assert refused.exit_code != 0, name
+        assert "personal-link" in refused.output or "placeholder-in-text" in refused.output
+        assert _archive(archive_cli) == []
+
+
+def test_a_draft_naming_a_subscriber_is_sent_but_not_published(
+    archive_cli: Cli, tmp_path: Path
+) -> None:
+    draft = tmp_path / "named.txt"
+    text = ISSUE.read_text("utf-8").replace("31 to 12", "31 to 12 (thanks to ana.lima@corp.test)")
+    draft.write_text(text, "utf-8")
+    archive_cli.ok("send", str(draft), "--test")
+    sent = archive_cli.ok("send", str(draft), "--yes")
+    assert "not published in the archive" in sent.output and "a***@corp.test" in sent.output
+    assert [r["published"] for r in _archive(archive_cli)] == [False]
+    assert _client(archive_cli).get("/archive/3.1/").status_code == 404
+
+
+def test_a_send_resumed_with_changed_text_refreshes_the_page(
+    tmp_path: Path, database_url: str, send_env
+) -> None:
+    from smtp_server import free_port
+
+    config = write_config(
+        tmp_path / "config.toml", database_url, NEWSLETTER + smtp_section(free_port())
+    )
+    cli = Cli(config)
+    cli.ok("init")
+    cli.ok("subscribers", "add", "seed@corp.test", "--list", "seed")
+    cli.ok("subscribers", "add", "ana.lima@corp.test")
+    draft = tmp_path / "vol-3.1.txt"
+    shutil.copy(ISSUE, draft)
+    paused = cli("send", str(draft), "--skip-test", "--yes")  # no SMTP server: it pauses
+    assert paused.exit_code == 5, paused.output
+    cli.url = database_url  # type: ignore[attr-defined]
+    assert "Congestion charge" in _client(cli).get("/archive/3.1/").text
+    draft.write_text(ISSUE.read_text("utf-8").replace("Congestion charge", "Road pricing"), "utf-8")
+    cli("send", str(draft), "--yes", "--allow-changed")  # pauses again, with the new text
+    page = _client(cli).get("/archive/3.1/").text
+    assert "Road pricing" in page and "Congestion charge" not in page
+
+
+def test_reserved_and_hash_looking_ids_get_their_own_folders() -> None:
+    slugs = {archive_slug(i) for i in ("web.css", "feed.atom", "index.html", "INDEX.HTML")}
+    assert not slugs & {"web.css", "feed.atom", "index.html", "INDEX.HTML"}
+    victim = archive_slug("a/b")
+    assert victim.startswith("issue-") and archive_slug(victim) != victim
+    assert archive_slug("2.4") == "2.4" and archive_slug("issue-7") == "issue-7"
+
+
+def test_images_become_links_unless_on_the_archive_site(config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from digest_mailer.archive.render import archive_draft, images_as_links
+
+    body = '<p><img src="https://evil.test/t.png" alt="a &amp; b"> <img src="https://digest.transit-lab.test/i.png" alt="ok"></p>'
+    out = images_as_links(body, "https://digest.transit-lab.test")
+    assert '<a href="https://evil.test/t.png">Image: a &amp; b</a>' in out
+    assert '<img src="https://digest.transit-lab.test/i.png" alt="ok">' in out
+    article = tmp_path / "a.md"
+    article.write_text(
+        "# Pix\x07 \x1b[31mred\n\nText ![pixel](https://evil.test/p.gif) end.\n",
+        "utf-8",
+    )
+    draft = archive_draft(compose_file(article, config), config)
+    assert "<img" not in draft.body_html and "https://evil.test/p.gif" in draft.body_html
+    assert "\x07" not in draft.title and "\x1b" not in draft.title
+
+
+def test_export_replaces_only_a_folder_with_its_own_marker(config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from digest_mailer.errors import InputError
+
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / MARKER).write_text("hi", "utf-8")
+    (fake / "a.txt").write_text("mine", "utf-8")
+    with pytest.raises(InputError, match="not an earlier archive export"):
+        export_archive([_issue(1)], config, fake, "")
+    assert (fake / "a.txt").read_text("utf-8") == "mine"
+    with pytest.raises(InputError, match="--base-url"):
+        export_archive([_issue(1)], config, tmp_path / "y", "https://tt.test:99999/")

@@ -33,6 +33,10 @@ MARKER_TEXT = b"This folder is written by `digest-mailer archive export`; it is 
 def check_base_url(base_url: str) -> str:
     """An absolute http(s) address with no query or fragment, ending in ``/``."""
     parts = urlsplit(base_url)
+    try:
+        parts.port  # noqa: B018 (raises on a port out of range)
+    except ValueError:
+        parts = urlsplit("")
     if (
         parts.scheme not in ("http", "https")
         or not parts.netloc
@@ -63,9 +67,16 @@ def _files(issues: list[PublicIssue], site: ArchiveSite) -> dict[str, bytes]:
 
 
 def _refuse_foreign(target: Path) -> None:
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise InputError(f"{target} exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
+    """An export replaces only an empty folder or one it wrote (its marker, unchanged)."""
+    try:
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            raise InputError(f"{target} exists and is not a folder")
+        marker = target / MARKER
+        ours = marker.is_file() and not marker.is_symlink() and marker.read_bytes() == MARKER_TEXT
+        foreign = target.is_dir() and any(target.iterdir()) and not ours
+    except OSError as exc:
+        raise InputError(f"cannot read {target}: {exc.strerror or exc}") from None
+    if foreign:
         raise InputError(
             f"{target} is not empty and not an earlier archive export (no {MARKER}); "
             "give an empty or new folder"

@@ -8,6 +8,8 @@ inline style (the email's inlined CSS is not used), and an image hosted anywhere
 archive's own site becomes a link to it.
 """
 
+import html
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +25,31 @@ from digest_mailer.composer import (
 from digest_mailer.config import Config
 
 DESCRIPTION_CHARS = 200  # of a page's meta description (search results show about 160)
+
+# control characters and noncharacters: nothing a page title or a feed should carry
+_CONTROLS = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F,
+                           *range(0x80, 0xA0), 0xFFFE, 0xFFFF])  # fmt: skip
+_IMG = re.compile(r"<img\b[^>]*>")
+_ATTRIBUTE = re.compile(r'\b(src|alt)="([^"]*)"')
+
+
+def clean(text: str) -> str:
+    """``text`` without control characters (a draft's stray byte stays out of titles)."""
+    return text.translate(_CONTROLS)
+
+
+def images_as_links(body_html: str, public_url: str) -> str:
+    """Each image of the body not on the archive's own site becomes a link to it: the
+    archive, its feed and its export load nothing from elsewhere (no tracking pixel)."""
+
+    def swap(match: re.Match[str]) -> str:
+        attributes = dict(_ATTRIBUTE.findall(match.group(0)))
+        src, alt = attributes.get("src", ""), attributes.get("alt", "")
+        if same_site_image(html.unescape(src), public_url):
+            return match.group(0)
+        return f'<a href="{src}">Image{": " + alt if alt else ""}</a>'
+
+    return _IMG.sub(swap, body_html)
 
 
 @dataclass
@@ -75,6 +102,13 @@ def same_site_image(image: str, public_url: str) -> bool:
     return (img.scheme, img.netloc) == (site.scheme, site.netloc) and img.scheme == "https"
 
 
+def _without_view_link(text: str) -> str:
+    """The text part without its "View in your browser" line (the page is that view)."""
+    if text.startswith("View in your browser:"):
+        return text.partition("\n\n")[2]
+    return text
+
+
 def archive_draft(composed: ComposedIssue, config: Config) -> ArchiveDraft:
     """The archive page of ``composed``: its body for the web, with nothing personal."""
     context: dict[str, Any]
@@ -82,17 +116,18 @@ def archive_draft(composed: ComposedIssue, config: Config) -> ArchiveDraft:
     context["image_inline"] = same_site_image(context["image"], config.newsletter.public_url)
     env = template_environment(config)
     body_html = render_template(env, "archive_body.html.j2", context)
+    body_html = images_as_links(clean(body_html), config.newsletter.public_url)
     source = composed.source
-    headlines = [plain_inline(h) for h in source.headlines]
+    headlines = [clean(plain_inline(h)) for h in source.headlines]
     description = composed.preheader or "; ".join(headlines) or plain_inline(source.body[:2000])
     return ArchiveDraft(
         issue_id=composed.issue_id,
-        title=context["title"],
-        subject=composed.subject,
-        volume=str(source.volume or ""),
-        issue_date=str(source.date or ""),
-        description=shorten(description),
+        title=clean(context["title"]),
+        subject=clean(composed.subject),
+        volume=clean(str(source.volume or "")),
+        issue_date=clean(str(source.date or "")),
+        description=shorten(clean(description)),
         headlines=headlines,
         body_html=body_html,
-        body_text=composed.text.split("\n-- \n", 1)[0],
+        body_text=clean(_without_view_link(composed.text).split("\n-- \n", 1)[0]),
     )

@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from digest_mailer.addresses import address_key, find_addresses
 from digest_mailer.archive.render import ArchiveDraft, PublicIssue
 from digest_mailer.errors import NotFoundError
-from digest_mailer.models import ArchiveEntry, Issue, utcnow
+from digest_mailer.models import ArchiveEntry, Issue, Subscriber, utcnow
 
 
 def record(session: Session, draft: ArchiveDraft, *, publish: bool, when: datetime) -> bool:
@@ -38,6 +39,36 @@ def record(session: Session, draft: ArchiveDraft, *, publish: bool, when: dateti
         )
     )
     session.flush()
+    return True
+
+
+def subscribers_named(session: Session, draft: ArchiveDraft, limit: int = 5) -> list[str]:
+    """The subscribers whose address the page's text holds, masked (``j***@corp.test``):
+    staff pasted a reader's address into the draft, and a public page must not show it
+    without a person deciding so."""
+    text = "\n".join([draft.title, draft.description, draft.body_text, *draft.headlines])
+    keys = {address_key(a) for a in find_addresses(text, limit=1000)}
+    if not keys:
+        return []
+    found = session.scalars(
+        select(Subscriber.email).where(Subscriber.email_key.in_(sorted(keys))).limit(limit)
+    ).all()
+    return [f"{e[:1]}***@{e.rpartition('@')[2]}" for e in found]
+
+
+def refresh(session: Session, draft: ArchiveDraft) -> bool:
+    """Rewrite an issue's page with ``draft`` (a send resumed with ``--allow-changed``:
+    the public copy follows the text that is sent), keeping whether and since when it is
+    published. False when the issue has no page."""
+    entry = session.get(ArchiveEntry, draft.issue_id)
+    if entry is None:
+        return False
+    entry.title, entry.subject = draft.title, draft.subject
+    entry.volume, entry.issue_date = draft.volume, draft.issue_date
+    entry.description = draft.description
+    entry.headlines = json.dumps(draft.headlines, ensure_ascii=False)
+    entry.body_html, entry.body_text = draft.body_html, draft.body_text
+    entry.updated_at = utcnow()
     return True
 
 

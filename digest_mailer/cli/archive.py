@@ -27,6 +27,7 @@ def list_(
 
     Example: digest-mailer archive list --json
     """
+    from digest_mailer.archive.render import clean
     from digest_mailer.archive.store import archive_rows
 
     with state(ctx).transaction() as session:
@@ -43,7 +44,7 @@ def list_(
         out.print("no issue has an archive page yet (one is made when a send starts)")
     for issue_id, title, published, when in rows:
         mark = "published  " if published else "unpublished"
-        out.print(f"{mark}  {when:%Y-%m-%d}  {issue_id}  {title}", markup=False)
+        out.print(f"{mark}  {when:%Y-%m-%d}  {clean(issue_id)}  {clean(title)}", markup=False)
 
 
 def _set(ctx: typer.Context, issue_id: str, published: bool) -> None:

@@ -12,12 +12,33 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
 
 
+def _refuse_taken(host: str, port: int) -> None:
+    """One clear line when the address cannot be listened on (in use, not local)."""
+    import socket
+
+    from digest_mailer.errors import InputError
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(f"cannot listen on {host}:{port}: {why}") from None
+
+
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)
+    ] = 8000,
 ) -> None:
-    """Serve /u/TOKEN (unsubscribe, RFC 8058 one-click), /c/TOKEN (confirm) and /healthz.
+    """Serve the readers' pages: unsubscribe, confirm, signup and the archive.
+
+    /u/TOKEN (unsubscribe, RFC 8058 one-click), /c/TOKEN (confirm), /subscribe (the
+    signup form), /archive/ and /feed.atom (past issues), /healthz.
 
     Put it behind the https address in [newsletter] public_url (a reverse proxy that
     terminates TLS). It shares the store with the other commands.
@@ -31,6 +52,7 @@ def serve(
 
     st = state(ctx)
     secret = signing_secret(st.config)
+    _refuse_taken(host, port)
     application = create_app(st.store(), st.config, secret)
     server = uvicorn.Server(server_config(application, host, port))
     err.print(f"serving on http://{host}:{port} (Ctrl-C stops)", markup=False)

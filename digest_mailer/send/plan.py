@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from digest_mailer.archive.render import ArchiveDraft
 from digest_mailer.archive.store import record as record_archive
+from digest_mailer.archive.store import refresh as refresh_archive
+from digest_mailer.archive.store import subscribers_named
 from digest_mailer.composer import ComposedIssue
 from digest_mailer.errors import InputError, SendRefused
 from digest_mailer.kinds import (
@@ -149,6 +151,8 @@ def prepare_send(
         )
         issue.fingerprint = composed.fingerprint
         issue.subject = composed.subject
+        if archive is not None:  # the public copy follows the text that is sent
+            refresh_archive(session, archive)
     if not resuming and issue.tested_fingerprint != composed.fingerprint:
         if not skip_test:
             flags = "--test" if publish else "--test --no-archive"
@@ -181,7 +185,13 @@ def prepare_send(
         if not resuming:
             issue.started_at = utcnow()
         if archive is not None:  # test sends never come here: they never publish
-            record_archive(session, archive, publish=publish, when=issue.started_at or utcnow())
+            named = subscribers_named(session, archive) if publish else []
+            when = issue.started_at or utcnow()
+            if record_archive(session, archive, publish=publish and not named, when=when) and named:
+                notes.append(
+                    f"not published in the archive: its text names subscriber(s) "
+                    f"{', '.join(named)}; check it, then `digest-mailer archive publish {issue.id}`"
+                )
         issue.state, issue.updated_at = IssueState.SENDING, utcnow()
         if resuming:
             notes.append(f"{added} more recipient(s): {audience.line}")

@@ -25,6 +25,9 @@ from digest_mailer.web.guard import HEADERS
 from digest_mailer.web.pages import Pages
 
 MAX_SLUG = 120  # characters of an archive path segment; a longer one is a 404 unread
+# public pages, the same for everyone: shared caches may keep them a few minutes (an
+# unpublished issue is gone from them within that time)
+PUBLIC = {**HEADERS, "Cache-Control": "public, max-age=300"}
 
 
 class ArchiveRoutes:
@@ -44,14 +47,14 @@ class ArchiveRoutes:
     def index(self, request: Request) -> Response:
         return self._read(
             lambda session: HTMLResponse(
-                self.site.index_page(published_issues(session, bodies=False)), headers=HEADERS
+                self.site.index_page(published_issues(session, bodies=False)), headers=PUBLIC
             )
         )
 
     def issue(self, request: Request) -> Response:
         slug = request.path_params["slug"]
         if len(slug) > MAX_SLUG:
-            return self.pages.not_found()
+            return self.missing()
 
         def page(session: Session) -> Response:
             issues = published_issues(session, bodies=False)
@@ -62,8 +65,8 @@ class ArchiveRoutes:
                         break
                     issue.body_html, issue.body_text = body
                     html = self.site.issue_page(issues, position)
-                    return HTMLResponse(html, headers=HEADERS)
-            return self.pages.not_found()
+                    return HTMLResponse(html, headers=PUBLIC)
+            return self.missing()
 
         return self._read(page)
 
@@ -72,15 +75,19 @@ class ArchiveRoutes:
             lambda session: Response(
                 self.site.feed(published_issues(session), xml_base=self.xml_base),
                 media_type="application/atom+xml",
-                headers=HEADERS,
+                headers=PUBLIC,
             )
         )
+
+    def missing(self) -> Response:
+        """No published issue here: the same 404 for unknown and unpublished ids."""
+        return self.pages.page("archive_missing", 404)
 
     def to_slash(self, request: Request) -> Response:
         """``/archive`` and ``/archive/ID``: the relative links need the slash."""
         path = request.url.path
         if len(path) > MAX_SLUG + 10:
-            return self.pages.not_found()
+            return self.missing()
         return RedirectResponse(path + "/", status_code=308, headers=HEADERS)
 
     def routes(self) -> list[Route]:
