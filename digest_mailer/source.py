@@ -110,14 +110,25 @@ def format_date(value: dt.date) -> str:
     return f"{value:%B} {value.day}, {value.year}"
 
 
+MAX_DRAFT_BYTES = 5_000_000  # a draft is a few dozen KB; Gmail clips HTML over 102 KB
+
+
 def read_issue(path: Path, *, encoding: str | None = None) -> IssueSource:
     """Read an issue file in any of the three forms; bad input is an :class:`InputError`.
     The text's encoding is found as :func:`decode_draft` says, unless ``encoding`` is
     given."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_DRAFT_BYTES + 1)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_DRAFT_BYTES:
+        raise InputError(
+            f"{path} is over {MAX_DRAFT_BYTES // 1_000_000} MB: an issue's text is a few "
+            "dozen KB (is it the right file?)"
+        )
+    if b"\0" in raw and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputError(f"{path} is not a text file (it holds NUL bytes)")
     text, used = decode_draft(raw, path, encoding)
     issue = parse_issue(text.replace("\r\n", "\n").replace("\r", "\n"), path)
     issue.encoding = used

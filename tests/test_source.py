@@ -145,3 +145,21 @@ def test_a_draft_in_no_known_shape_is_an_error_naming_the_shapes(tmp_path: Path)
         parse_issue(text, tmp_path / "draft.txt")
     short = parse_issue("Bus lanes in brief\n\nText.\n", tmp_path / "brief.txt")
     assert short.title == "Bus lanes in brief"
+
+
+def test_a_huge_or_binary_file_is_one_clear_error(tmp_path: Path) -> None:
+    from digest_mailer.errors import InputError
+    from digest_mailer.source import MAX_DRAFT_BYTES, read_issue
+
+    huge = tmp_path / "huge.txt"
+    with huge.open("wb") as handle:
+        handle.truncate(MAX_DRAFT_BYTES + 10)  # sparse: no disk used
+    with pytest.raises(InputError, match="over 5 MB"):
+        read_issue(huge)
+    binary = tmp_path / "ls.txt"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00Title\n\nbody\n")
+    with pytest.raises(InputError, match="not a text file"):
+        read_issue(binary)
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_bytes("Title\n\nSome body text.\n".encode("utf-16"))  # with its BOM
+    assert read_issue(utf16).title or read_issue(utf16).body
