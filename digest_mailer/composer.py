@@ -2,7 +2,9 @@
 part out, both from the same Markdown, deterministic to the byte.
 
 The unsubscribe link is left as :data:`UNSUBSCRIBE_PLACEHOLDER`; the sender substitutes
-it per recipient without re-rendering or re-inlining anything.
+it per recipient without re-rendering or re-inlining anything. With ``[tracking] clicks``
+the http(s) links of the issue become counted ``/r/`` links, the same for every recipient
+(:mod:`digest_mailer.clicks.links`); the archive renders the links as written.
 """
 
 import hashlib
@@ -21,9 +23,11 @@ from premailer import Premailer
 
 from digest_mailer.addresses import address_key, find_addresses
 from digest_mailer.archive.paths import archive_url
+from digest_mailer.clicks.links import LinkTracker
 from digest_mailer.config import Config
-from digest_mailer.errors import InputError, TemplateError
+from digest_mailer.errors import ConfigError, InputError, TemplateError
 from digest_mailer.source import IssueSource, read_issue
+from digest_mailer.tokens import signing_secret
 
 UNSUBSCRIBE_PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
 PLACEHOLDER_HREFS = ("", "#")
@@ -46,6 +50,10 @@ class ComposedIssue:
     # request address (two different instructions for subscribing)
     other_subscribe_address: str = ""
     request_address: str = ""
+    # [tracking] clicks: the URL of counted link n at index n-1 (empty: links as written),
+    # and the text part with the links as written (the archive's)
+    links: list[str] = field(default_factory=list)
+    original_text: str = ""
 
     @property
     def issue_id(self) -> str:
@@ -77,12 +85,14 @@ class Renderer:
     """Renders Markdown to HTML and to plain text, collecting link references for the text.
 
     Placeholder links (``[text](#)``) keep their text and lose the link; each is noted.
+    With a ``tracker`` ([tracking] clicks), http(s) links become counted ``/r/`` links.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tracker: LinkTracker | None = None) -> None:
         self.md = _markdown()
         self.links: list[str] = []
         self.placeholders: list[str] = []
+        self.tracker = tracker
 
     # -- HTML
     def inline_html(self, source: str) -> str:
@@ -113,6 +123,8 @@ class Renderer:
             if child.type == "link_close" and depth:
                 depth -= 1
                 continue
+            if child.type == "link_open" and self.tracker is not None:
+                child.attrSet("href", self.tracker.url(child.attrGet("href") or ""))
             kept.append(child)
         return kept
 
@@ -145,11 +157,12 @@ class Renderer:
                 href = href_stack.pop() if href_stack else None
                 if href:
                     label = out[-1] if out else ""
-                    if href.removeprefix("mailto:") == label:
-                        continue  # a bare address needs no reference
-                    if href not in self.links:
-                        self.links.append(href)
-                    out.append(f" [{self.links.index(href) + 1}]")
+                    target = self.tracker.url(href) if self.tracker is not None else href
+                    if target == href and href.removeprefix("mailto:") == label:
+                        continue  # a bare address needs no reference (unless counted)
+                    if target not in self.links:
+                        self.links.append(target)
+                    out.append(f" [{self.links.index(target) + 1}]")
         return "".join(out)
 
     def block_text(self, source: str) -> str:
@@ -315,9 +328,13 @@ def one_line(value: str) -> str:
     return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
 
 
-def build_context(source: IssueSource, config: Config) -> tuple[dict[str, Any], Renderer]:
-    html = Renderer()
-    text = Renderer()
+def build_context(
+    source: IssueSource, config: Config, tracker: LinkTracker | None = None
+) -> tuple[dict[str, Any], Renderer]:
+    """What the templates are rendered with; ``tracker``: links counted (none: as written,
+    as the archive shows them)."""
+    html = Renderer(tracker)
+    text = Renderer(tracker)
     nl = config.newsletter
     if not source.title:
         source.title = nl.title
@@ -332,6 +349,8 @@ def build_context(source: IssueSource, config: Config) -> tuple[dict[str, Any], 
         if credit_url:  # a placeholder (#) or relative address: plain text, and a warning
             html.placeholders.append(source.image_credit)
         credit_url = ""
+    if tracker is not None and source.image and source.image_credit and credit_url:
+        credit_url = tracker.url(credit_url)
     note_addresses = [address_key(a) for a in find_addresses(source.footer_note)]
     context: dict[str, Any] = {
         "lang": nl.language,
@@ -403,20 +422,46 @@ def inline_css(html: str) -> str:
         raise TemplateError(f"cannot inline the CSS: {exc}") from None
 
 
-def compose(source: IssueSource, config: Config, *, archive: bool = True) -> ComposedIssue:
-    """The issue as it is sent. ``archive`` (not ``send --no-archive``): with
-    ``[newsletter] public_url`` set, the message links to its archive page ("View in your
-    browser", the same link for every recipient, with no token)."""
-    env = template_environment(config)
-    context, html_renderer = build_context(source, config)
-    if archive:
-        context["view_url"] = archive_url(config.newsletter.public_url, source.issue_id)
-    html = inline_css(render_template(env, "issue.html.j2", context))
+def _text_part(env: jinja2.Environment, context: dict[str, Any]) -> str:
     text = render_template(env, "issue.txt.j2", context)
     # no trailing blanks, except in the signature delimiter "-- " that mail clients know
     lines = [line.rstrip() for line in text.strip("\n").split("\n")]
     text = "\n".join("-- " if line == "--" else line for line in lines) + "\n"
-    text = re.sub(r"\n{3,}", "\n\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def _link_secret(config: Config) -> bytes:
+    try:
+        return signing_secret(config)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc} (with [tracking] clicks on, it signs the issue's links)"
+        ) from None
+
+
+def compose(
+    source: IssueSource, config: Config, *, archive: bool = True, secret: bytes | None = None
+) -> ComposedIssue:
+    """The issue as it is sent. ``archive`` (not ``send --no-archive``): with
+    ``[newsletter] public_url`` set, the message links to its archive page ("View in your
+    browser", the same link for every recipient, with no token). With ``[tracking]
+    clicks``, its http(s) links are counted ``/r/`` links signed with ``secret`` (by
+    default the one ``[newsletter] secret_env`` names), the same for every recipient."""
+    env = template_environment(config)
+    tracker = None
+    if config.tracking.clicks:
+        tracker = LinkTracker(
+            config.newsletter.public_url, secret or _link_secret(config), source.issue_id
+        )
+    context, html_renderer = build_context(source, config, tracker)
+    if archive:
+        context["view_url"] = archive_url(config.newsletter.public_url, source.issue_id)
+    html = inline_css(render_template(env, "issue.html.j2", context))
+    text = original_text = _text_part(env, context)
+    if tracker is not None:  # the links as written, for the archive
+        as_written, _ = build_context(source, config)
+        as_written["view_url"] = context["view_url"]
+        original_text = _text_part(env, as_written)
     return ComposedIssue(
         source=source,
         subject=context["subject"],
@@ -427,6 +472,8 @@ def compose(source: IssueSource, config: Config, *, archive: bool = True) -> Com
         dropped_credit=source.image_credit if source.image_credit and not source.image else "",
         other_subscribe_address=_other_subscribe_address(source, config),
         request_address=config.newsletter.request_address,
+        links=tracker.links if tracker is not None else [],
+        original_text=original_text,
     )
 
 

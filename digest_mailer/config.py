@@ -123,6 +123,13 @@ class WorkersConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    # `digest-mailer run` reads the request and bounce mailboxes and sends the outbox of
+    # replies this often (scheduled sends are looked for every second)
+    poll_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class DnsConfig:
     # the resolver `doctor` asks (an IP address, optionally "IP:PORT"); empty: the system's
     nameserver: str = ""
@@ -131,6 +138,13 @@ class DnsConfig:
 @dataclass(frozen=True)
 class SubscribersConfig:
     allow_test_domains: bool = False
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    # count how often each link of an issue is followed, through PUBLIC_URL/r/TOKEN (the
+    # same links for every reader: counts per link, nothing per person); needs public_url
+    clicks: bool = False
 
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -160,6 +174,7 @@ ABOVE_ZERO: set[tuple[str, str]] = {
     ("bounces", "bounce_threshold"),
     ("bounces", "no_such_user_threshold"),
     ("bounces", "bounce_reset_days"),
+    ("run", "poll_seconds"),
 }
 
 
@@ -178,7 +193,9 @@ class Config:
     dkim: DkimConfig = field(default_factory=DkimConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    run: RunConfig = field(default_factory=RunConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def path(self, value: str) -> Path:
         """A path from the file, made absolute against the config file's folder."""
@@ -321,6 +338,11 @@ def _check_values(config: Config) -> None:
         raise ConfigError(
             f"{where} [dns] nameserver must be an IP address, optionally with a port "
             f'("127.0.0.1:5353"), got {config.dns.nameserver!r}'
+        )
+    if config.tracking.clicks and not nl.public_url:
+        raise ConfigError(
+            f"{where} [tracking] clicks = true needs [newsletter] public_url, the https:// "
+            "address where `digest-mailer serve` answers the counted links (/r/…)"
         )
 
 

@@ -144,6 +144,7 @@ def record_event(
     detail: str = "",
     old_status: str | None = None,
     new_status: str | None = None,
+    issue_id: str | None = None,
 ) -> Event:
     event = Event(
         subscriber_id=subscriber.id if subscriber is not None else None,
@@ -153,6 +154,7 @@ def record_event(
         old_status=old_status,
         new_status=new_status,
         created_at=utcnow(),
+        issue_id=issue_id,
     )
     session.add(event)
     return event
@@ -166,8 +168,11 @@ def set_status(
     actor: str,
     detail: str = "",
     reason: str | None = None,
+    issue_id: str | None = None,
 ) -> bool:
-    """Change a subscriber's status and record it; returns False when nothing changed."""
+    """Change a subscriber's status and record it; returns False when nothing changed.
+    ``issue_id``: the issue the change is attributed to (an unsubscribe through the
+    signed link of one of its messages)."""
     old = subscriber.status
     if old == status:
         return False
@@ -182,7 +187,9 @@ def set_status(
         subscriber.unsubscribe_reason = None
         subscriber.bounce_score = 0.0  # bounces before a reactivation no longer count
     session.flush()
-    record_event(session, subscriber, "status", actor, detail or reason or "", old, status)
+    record_event(
+        session, subscriber, "status", actor, detail or reason or "", old, status, issue_id
+    )
     return True
 
 

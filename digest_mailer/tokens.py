@@ -109,6 +109,42 @@ def read_token(secret: bytes, purpose: str, token: str, salt: str = "") -> int |
     return number if valid else None
 
 
+# The issue an unsubscribe link came in: ``ISSUE.SIGNATURE``, the link's ``?i=`` value.
+# Signed for one subscriber with a purpose of its own, so it cannot be altered, moved to
+# another issue or another reader's link, or pass for any other token.
+ISSUE_PURPOSE = "unsubscribe-issue"
+MAX_ISSUE_MARK = 400  # characters of a mark read; a longer one is ignored unread
+
+
+def _issue_signature(key: bytes, issue_id: str, subscriber_id: int) -> str:
+    # the subscriber id (digits) first: the issue id, whatever it holds, is the rest
+    text = f"{ISSUE_PURPOSE}\0{subscriber_id}\0{issue_id}"
+    # surrogatepass: whatever a query string decodes to is signed, never an error
+    mac = hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode()[:SIGNATURE_CHARS]
+
+
+def issue_mark(secret: bytes, issue_id: str, subscriber_id: int) -> str:
+    """``ISSUE.SIGNATURE``: names the issue whose message carried one subscriber's
+    unsubscribe link (signed with the first secret)."""
+    return f"{issue_id}.{_issue_signature(_signing_key(secret), issue_id, subscriber_id)}"
+
+
+def read_issue_mark(secret: bytes, mark: str, subscriber_id: int) -> str | None:
+    """The issue a mark signed for ``subscriber_id`` names, or None for anything forged,
+    altered, signed for someone else, too long or malformed."""
+    if not mark or len(mark) > MAX_ISSUE_MARK:
+        return None
+    issue_id, dot, given = mark.rpartition(".")
+    if not dot or not issue_id or len(given) != SIGNATURE_CHARS:
+        return None
+    valid = False
+    for key in signing_keys(secret):  # every key is tried: the time does not tell which
+        expected = _issue_signature(key, issue_id, subscriber_id).encode()
+        valid |= hmac.compare_digest(expected, given.encode("utf-8", "replace"))
+    return issue_id if valid else None
+
+
 # VERP return paths: ``bounces+<id>-<hex>@domain``. Lower-case hex, because some mail
 # servers change the case of a local part on the way back.
 VERP_SIGNATURE_CHARS = 20  # 80 bits

@@ -32,6 +32,7 @@ HEAVY = (
     "starlette",
     "psycopg",
     "rich",  # help is Click's plain text; commands print through rich
+    "matplotlib",  # the HTML report's charts alone
 )
 # of the package, help needs the command modules, the errors and the kinds alone
 HELP_MODULES = ("digest_mailer", "digest_mailer.errors", "digest_mailer.kinds")
@@ -134,7 +135,13 @@ def test_importing_the_cli_loads_no_library() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["send", "--help"], ["subscribers", "list", "--help"], ["status", "--help"]],
+    [
+        ["--help"],
+        ["send", "--help"],
+        ["subscribers", "list", "--help"],
+        ["status", "--help"],
+        ["report", "--help"],
+    ],
     ids=" ".join,
 )
 def test_help_loads_no_library(args: list[str], tmp_path: Path) -> None:

@@ -23,6 +23,10 @@ PURE = [
     "digest_mailer.csvio.writing",
     "digest_mailer.typos",
     "digest_mailer.tokens",
+    "digest_mailer.reports.charts",
+    "digest_mailer.reports.html",
+    "digest_mailer.reports.weekly",
+    "digest_mailer.reports.wording",
 ]
 STORE = ["digest_mailer.db", "digest_mailer.models", "digest_mailer.subscribers", "sqlalchemy.orm"]
 # the send engine and the mail transports: the web pages need none of them

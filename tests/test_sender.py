@@ -17,7 +17,7 @@ from digest_mailer.config import Config, load_config
 from digest_mailer.errors import SendRefused
 from digest_mailer.message import MessageTemplate
 from digest_mailer.models import Delivery, Issue, TestSend
-from digest_mailer.tokens import read_token
+from digest_mailer.tokens import read_issue_mark, read_token
 from digest_mailer.transport import CaptureTransport, FileTransport, SMTPSettings, SMTPTransport
 from digest_mailer.transport.retry import send_with_reconnects
 
@@ -118,7 +118,9 @@ def test_send_everyone_once_with_headers(either_rig: Rig) -> None:
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         link = msg["List-Unsubscribe"].split(">")[0].lstrip("<")
         assert link.startswith("https://digest.transit-lab.test/u/")
-        token = link.rsplit("/", 1)[1]
+        token, _, query = link.rsplit("/", 1)[1].partition("?i=")
+        # the issue, signed for this reader: an unsubscribe through it is put down to 3.1
+        assert read_issue_mark(SECRET.encode(), query, ids[received.rcpt]) == "3.1"
         salt = salts[received.rcpt]  # each link is bound to its person's random value
         assert len(salt) == 16 and read_token(SECRET.encode(), "unsubscribe", token) is None
         assert read_token(SECRET.encode(), "unsubscribe", token, salt) == ids[received.rcpt]

@@ -112,7 +112,9 @@ def _without_view_link(text: str) -> str:
 def archive_draft(composed: ComposedIssue, config: Config) -> ArchiveDraft:
     """The archive page of ``composed``: its body for the web, with nothing personal."""
     context: dict[str, Any]
+    # the links as written, never the counted /r/ links of the message ([tracking] clicks)
     context, _ = build_context(composed.source, config)
+    text_as_written = composed.original_text or composed.text
     context["image_inline"] = same_site_image(context["image"], config.newsletter.public_url)
     env = template_environment(config)
     body_html = render_template(env, "archive_body.html.j2", context)
@@ -129,5 +131,5 @@ def archive_draft(composed: ComposedIssue, config: Config) -> ArchiveDraft:
         description=shorten(clean(description)),
         headlines=headlines,
         body_html=body_html,
-        body_text=clean(_without_view_link(composed.text).split("\n-- \n", 1)[0]),
+        body_text=clean(_without_view_link(text_as_written).split("\n-- \n", 1)[0]),
     )

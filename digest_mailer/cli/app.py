@@ -21,7 +21,10 @@ from digest_mailer.cli import (
     dkim,
     doctor,
     lists,
+    report,
     requests,
+    run,
+    schedule,
     send,
     serve,
     store,
@@ -112,10 +115,13 @@ app.add_typer(requests.app, name="requests")
 app.add_typer(bounces.app, name="bounces")
 app.add_typer(dkim.app, name="dkim")
 app.add_typer(archive.app, name="archive")
+app.add_typer(schedule.app, name="schedule")
 store.register(app)
 compose.register(app)
 send.register(app)
+report.register(app)
 serve.register(app)
+run.register(app)
 doctor.register(app)
 
 

@@ -12,22 +12,6 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
 
 
-def _refuse_taken(host: str, port: int) -> None:
-    """One clear line when the address cannot be listened on (in use, not local)."""
-    import socket
-
-    from digest_mailer.errors import InputError
-
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except (OSError, OverflowError) as exc:
-        why = getattr(exc, "strerror", None) or str(exc)
-        raise InputError(f"cannot listen on {host}:{port}: {why}") from None
-
-
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
@@ -49,10 +33,11 @@ def serve(
 
     from digest_mailer.tokens import signing_secret
     from digest_mailer.web import create_app, server_config
+    from digest_mailer.web.server import refuse_taken
 
     st = state(ctx)
     secret = signing_secret(st.config)
-    _refuse_taken(host, port)
+    refuse_taken(host, port)
     application = create_app(st.store(), st.config, secret)
     server = uvicorn.Server(server_config(application, host, port))
     err.print(f"serving on http://{host}:{port} (Ctrl-C stops)", markup=False)

@@ -1,8 +1,14 @@
 """What every message of a send is addressed with: the envelope sender (VERP when a
 bounce address is set) and the signed one-click unsubscribe link."""
 
+from urllib.parse import quote
+
 from digest_mailer.config import Config
-from digest_mailer.tokens import make_token, verp_address
+from digest_mailer.tokens import issue_mark, make_token, verp_address
+
+# the ``?i=`` value is left out when the issue id makes it longer than this (a very long
+# non-ASCII id): the link still unsubscribes, and the issue is not recorded
+MAX_ISSUE_QUERY = 300
 
 
 def envelope_sender(
@@ -20,11 +26,22 @@ def envelope_sender(
 
 
 def unsubscribe_url(
-    config: Config, secret: bytes, subscriber_id: int | None, salt: str = ""
+    config: Config,
+    secret: bytes,
+    subscriber_id: int | None,
+    salt: str = "",
+    issue_id: str | None = None,
 ) -> str | None:
     """The signed one-click link for a subscriber (bound to its ``link_salt``), or None
-    (mailto only)."""
+    (mailto only). With ``issue_id`` the link also names the issue that carried it,
+    signed for that subscriber (``?i=ISSUE.SIGNATURE``), so an unsubscribe through it is
+    attributed to that issue; the token alone still decides who is unsubscribed."""
     base = config.newsletter.public_url.rstrip("/")
     if not base or subscriber_id is None:
         return None
-    return f"{base}/u/{make_token(secret, 'unsubscribe', subscriber_id, salt)}"
+    url = f"{base}/u/{make_token(secret, 'unsubscribe', subscriber_id, salt)}"
+    if issue_id:
+        mark = quote(issue_mark(secret, issue_id, subscriber_id), safe="")
+        if len(mark) <= MAX_ISSUE_QUERY:
+            url += f"?i={mark}"
+    return url

@@ -198,7 +198,7 @@ class SendLoop:
                 job.refusal = unsendable(exc)
                 return
         url = self.template.unsubscribe_target(
-            unsubscribe_url(self.config, self.secret, row.subscriber_id, row.salt)
+            unsubscribe_url(self.config, self.secret, row.subscriber_id, row.salt, self.issue_id)
         )
         args = (row.address, row.name, job.message_id, url)
         loop = asyncio.get_running_loop()

@@ -18,6 +18,7 @@ from digest_mailer.archive.render import ArchiveDraft
 from digest_mailer.archive.store import record as record_archive
 from digest_mailer.archive.store import refresh as refresh_archive
 from digest_mailer.archive.store import subscribers_named
+from digest_mailer.clicks.store import record_links
 from digest_mailer.composer import ComposedIssue
 from digest_mailer.errors import InputError, SendRefused
 from digest_mailer.kinds import (
@@ -162,6 +163,8 @@ def prepare_send(
             )
         issue.skipped_test = True
         notes.append("started without a test send (--skip-test)")
+    if composed.links or not resuming:  # where /r/ links lead ([tracking] clicks)
+        record_links(session, issue.id, composed.links, fresh=not resuming)
     if worker:
         recovered = expire_leases(session, issue.id, utcnow())
     else:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digest_mailer.addresses import UnencodableAddress, normalize_address
+from digest_mailer.clicks.store import record_links
 from digest_mailer.composer import ComposedIssue
 from digest_mailer.config import Config
 from digest_mailer.errors import InputError
@@ -74,6 +75,9 @@ def test_send(
     refuse_on_lint_errors(composed)
     issue = record_issue(session, composed)
     refuse_reused_id(issue, composed)
+    unsent = issue.state in (IssueState.DRAFT, IssueState.TESTED)
+    if composed.links or unsent:  # the test copies' /r/ links work ([tracking] clicks)
+        record_links(session, issue.id, composed.links, fresh=unsent)
     template = MessageTemplate(
         composed, config, subject_prefix="[TEST] ", signer=DkimSigner.from_config(config)
     )
@@ -164,7 +168,7 @@ def dry_run(
         for row in rows:
             message_id = make_message_id(template.domain, composed.issue_id, "dry", row.id)
             url = template.unsubscribe_target(
-                unsubscribe_url(config, secret, row.id, row.link_salt)
+                unsubscribe_url(config, secret, row.id, row.link_salt, composed.issue_id)
             )
             try:
                 data = template.render(row.email, row.name, message_id, url)

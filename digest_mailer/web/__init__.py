@@ -9,6 +9,8 @@ A small Starlette application on the same store as the rest of the tool, in thes
   bot defences;
 - :mod:`~digest_mailer.web.archive`: ``/archive/``, ``/archive/ID/`` and the Atom feed
   (pages rendered by :mod:`digest_mailer.archive.site`);
+- :mod:`~digest_mailer.web.clicks`: ``/r/{token}``, the counted links of an issue (a 302
+  to the link's recorded URL; opt-in, ``[tracking] clicks``);
 - :mod:`~digest_mailer.web.pages`: rendering the pages and the stylesheet;
 - :mod:`~digest_mailer.web.undo`: the signed tokens of the "Resubscribe" button;
 - :mod:`~digest_mailer.web.guard` and :mod:`~digest_mailer.web.server`: the bounds

@@ -8,7 +8,11 @@ A small Starlette application on the same store as the rest of the tool:
   mistaken click: an undo that works for 30 minutes, through a signed undo token bound to
   that very unsubscribe (:mod:`digest_mailer.web.undo`). The RFC 8058 one-click POST
   (body ``List-Unsubscribe=One-Click``) unsubscribes and answers 200 with no redirect,
-  whatever its Origin or cookies.
+  whatever its Origin or cookies. A link from an issue also carries ``?i=ISSUE.SIG``
+  (:func:`~digest_mailer.tokens.issue_mark`): when its signature holds for that reader,
+  the unsubscribe's event names the issue (``Event.issue_id``, for the reports); when it
+  is missing, forged or altered, the unsubscribe is the same and names no issue. The page's
+  form posts to the same address, query included.
 - ``GET /c/{token}`` shows a confirm button; ``POST /c/{token}`` activates a pending
   subscription (double opt-in, :mod:`digest_mailer.inbox.confirmations`) and queues the
   reader's welcome mail in the outbox (:mod:`digest_mailer.welcome`); an expired
@@ -44,8 +48,9 @@ from digest_mailer.db import Store
 from digest_mailer.inbox.confirmations import redeem, token_hash
 from digest_mailer.models import Confirmation, Event, Subscriber, utcnow
 from digest_mailer.subscribers import set_status
-from digest_mailer.tokens import read_token, token_id
+from digest_mailer.tokens import read_issue_mark, read_token, token_id
 from digest_mailer.web.archive import ArchiveRoutes
+from digest_mailer.web.clicks import click_routes
 from digest_mailer.web.guard import BODY_TIMEOUT, HEADERS, Guard
 from digest_mailer.web.pages import Pages, mask
 from digest_mailer.web.signup import signup_routes
@@ -59,6 +64,7 @@ CONFIRM_TOKEN = re.compile(r"^[0-9a-f]{32}$")
 UNDO_WINDOW = timedelta(minutes=30)
 PAGE_UNSUBSCRIBE = "unsubscribe page"  # the detail of the event the page records
 ONE_CLICK_UNSUBSCRIBE = "one-click unsubscribe (RFC 8058)"
+ISSUE_PARAM = "i"  # the link's signed issue: ?i=ISSUE.SIG
 RESUBSCRIBED = "resubscribed from the unsubscribe page"
 
 
@@ -125,13 +131,19 @@ class WebApp:
         one_click = form.get("List-Unsubscribe") == "One-Click"
         action = form.get("action", "unsubscribe")
         undo = form.get("undo", "")
-        return await run_in_threadpool(self._unsubscribe, token, one_click, action, undo)
+        marks = request.query_params.getlist(ISSUE_PARAM)
+        mark = marks[0] if len(marks) == 1 else ""  # two or more: none is believed
+        return await run_in_threadpool(self._unsubscribe, token, one_click, action, undo, mark)
 
-    def _unsubscribe(self, token: str, one_click: bool, action: str, undo: str) -> Response:
+    def _unsubscribe(
+        self, token: str, one_click: bool, action: str, undo: str, mark: str = ""
+    ) -> Response:
         with self.store.Session.begin() as session:
             subscriber_id = self._subscriber_id(token, session)
             if subscriber_id is None:
                 return self.pages.not_found()
+            # the issue whose link this is, when its signature holds for this reader
+            issue_id = read_issue_mark(self.secret, mark, subscriber_id)
             # locked (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises already): a bounce
             # or staff cannot change the status between the checks and the change
             person = session.get(
@@ -154,6 +166,7 @@ class WebApp:
                     actor="web",
                     detail=how,
                     reason=f"asked on the web ({how})",
+                    issue_id=issue_id,
                 )
                 session.flush()
             address = mask(person.email)
@@ -301,6 +314,7 @@ def create_app(
         Route("/web.css", web.pages.stylesheet, methods=["GET"]),
         *ArchiveRoutes(store, config, web.pages).routes(),
         *signup_routes(web),
+        *click_routes(web),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         404: not_found,

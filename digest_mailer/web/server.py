@@ -10,6 +10,7 @@ The bounds on requests are :class:`~digest_mailer.web.guard.Guard`'s.
 """
 
 import asyncio
+import socket
 from typing import Any
 
 import h11
@@ -17,6 +18,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from digest_mailer.errors import InputError
 from digest_mailer.web.guard import MAX_HEAD, secured
 
 HEADER_TIMEOUT = 10.0  # seconds for a request head to arrive
@@ -117,3 +119,16 @@ def server_config(
         log_level="warning",
         access_log=False,
     )
+
+
+def refuse_taken(host: str, port: int) -> None:
+    """One clear line when the address cannot be listened on (in use, not local): checked
+    before uvicorn starts, which would only log it."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(f"cannot listen on {host}:{port}: {why}") from None
