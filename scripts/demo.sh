@@ -6,7 +6,8 @@
 # (double opt-in, an unsubscribe confirmed by its owner, review, a message held on an
 # error, a forged bounce left unverified), the one-click unsubscribe page, and the public
 # archive with its feed and static export, and a signup through the web form (confirmation,
-# link, welcome mail).
+# link, welcome mail), a send scheduled a few seconds ahead and sent by `run`, and the
+# reports (one issue; the HTML report across issues).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d -t digest-demo.XXXXXX)"
@@ -282,6 +283,33 @@ digest-mailer archive export site --base-url https://www.policy-lab.test/digest/
 (cd site && find . -type f | sort | sed 's/^/  /')
 kill $web; wait $web 2>/dev/null || true
 
+step "schedule the next issue a few seconds ahead (after its test send); \`run\` sends it when due"
+sed -e 's/^Vol: 2.4/Vol: 2.5/' -e 's/Vol 2.4/Vol 2.5/' vol-2.4.txt > vol-2.5.txt
+digest-mailer send vol-2.5.txt --test | tail -n 1
+digest-mailer schedule vol-2.5.txt --at "$(date -u -d '+4 seconds' '+%Y-%m-%d %H:%M:%S')" --tz UTC
+digest-mailer schedule list
+digest-mailer run --no-web --log-format json 2> run.log &
+service=$!
+trap 'kill $capture $service 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do
+  digest-mailer schedule list --json | grep -q '"state": "sent"' && break
+  sleep 0.5
+done
+kill -TERM $service; wait $service || true
+python3 - "$work/run.log" <<'PY'
+import json, sys
+for line in open(sys.argv[1], encoding="utf-8"):
+    entry = json.loads(line)
+    if entry["job"].startswith(("schedule", "service")):
+        fields = {k: v for k, v in entry["fields"].items() if k in ("issue", "sent", "state", "recipients", "signal")}
+        print(f"  {entry['time'][11:19]}  {entry['job']:<12} {entry['event']:<14} {fields if fields else ''}")
+PY
+digest-mailer schedule list
+
+step "how the issues did: the report of one, and the HTML report across issues (inline SVG charts)"
+digest-mailer report 2.4
+digest-mailer report --since "$(date -u '+%Y-%m-%d')" --html report.html
+
 kill $capture; wait $capture 2>/dev/null || true
 trap - EXIT
 printf '\nHTML preview:       %s\n' "$work/vol-2.4/issue.html"
@@ -290,4 +318,5 @@ printf 'Plain text:         %s\n' "$work/vol-2.4/issue.txt"
 printf 'Preview message:    %s\n' "$work/vol-2.4/preview.eml"
 printf 'Captured messages:  %s (%s files)\n' "$work/captured/new" "$(ls "$work/captured/new" | wc -l)"
 printf 'Archive export:     %s\n' "$work/site/index.html"
+printf 'Report:             %s\n' "$work/report.html"
 printf 'Store and config:   %s\n' "$work"
