@@ -231,7 +231,25 @@ def lint_config(config: Config) -> list[Finding]:
                 "https, so mail goes out without List-Unsubscribe-Post",
             )
         )
+    if config.tracking.clicks and url:
+        link_domain = (urlsplit(url).hostname or "").lower()
+        from_domain = config.newsletter.from_address.rpartition("@")[2].lower()
+        if link_domain and not _same_organisation(link_domain, from_domain):
+            findings.append(
+                Finding(
+                    "warning",
+                    "click-domain",
+                    f"[tracking] clicks sends every link through {link_domain}, which is not "
+                    f"the From domain {from_domain}: mail filters may trust such links less",
+                )
+            )
     return findings
+
+
+def _same_organisation(host: str, domain: str) -> bool:
+    """``host`` is ``domain`` or one of its subdomains (a rough stand-in for DMARC's
+    organisational domain, which needs the public suffix list)."""
+    return host == domain or host.endswith("." + domain) or domain.endswith("." + host)
 
 
 def has_errors(findings: list[Finding]) -> bool:

@@ -124,6 +124,19 @@ def test_off_by_default_and_needs_public_url(tmp_path: Path) -> None:
     assert parsed.tracking.clicks is False
 
 
+def test_lint_warns_when_counted_links_leave_the_from_domain(tmp_path: Path) -> None:
+    from digest_mailer.lint import lint_config
+
+    off, on = configs(tmp_path)
+    assert not [f for f in lint_config(on) if f.code == "click-domain"]  # digest.<from domain>
+    assert not [f for f in lint_config(off) if f.code == "click-domain"]
+    other = dataclasses.replace(
+        on, newsletter=dataclasses.replace(on.newsletter, public_url="https://links.elsewhere.test")
+    )
+    [finding] = [f for f in lint_config(other) if f.code == "click-domain"]
+    assert "links.elsewhere.test" in finding.message and "transit-lab.test" in finding.message
+
+
 # --------------------------------------------------------------------------- composing
 
 

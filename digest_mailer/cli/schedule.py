@@ -108,9 +108,10 @@ def list_(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """The scheduled sends by due time: when (in their zone and in UTC), state, note.
+    """List the scheduled sends by due time, with their state and note.
 
-    A send refused when due (its file changed, no test send) says why in its note.
+    The due time is shown in its zone and in UTC. A send refused when due (its file
+    changed, no test send) says why in its note.
 
     Example: digest-mailer schedule list --json
     """
