@@ -58,7 +58,7 @@ class SmtpConfig:
     port: int = 25
     security: str = "starttls"
     username: str = ""
-    password_env: str = ""
+    password_env: str = "DIGEST_MAILER_SMTP_PASSWORD"
     connections: int = 1
     max_per_second: float = 0.0
     timeout: float = 30.0
@@ -81,7 +81,7 @@ class InboxConfig:
     imap_security: str = "ssl"
     imap_ca_file: str = ""
     imap_user: str = ""
-    imap_password_env: str = ""
+    imap_password_env: str = "DIGEST_MAILER_IMAP_PASSWORD"
     imap_folder: str = "INBOX"
     imap_processed_folder: str = ""
     # mark and move every processed message, not only those acted on (a dedicated mailbox)

@@ -9,6 +9,7 @@ composer renders it.
 import codecs
 import datetime as dt
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +119,8 @@ def read_issue(path: Path, *, encoding: str | None = None) -> IssueSource:
     The text's encoding is found as :func:`decode_draft` says, unless ``encoding`` is
     given."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block or never end
+            raise InputError(f"{path} is not a regular file")
         with path.open("rb") as handle:
             raw = handle.read(MAX_DRAFT_BYTES + 1)
     except OSError as exc:

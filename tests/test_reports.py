@@ -39,7 +39,7 @@ LATE = "late@corp.test"  # 451 every time: deferred
 LOST = "lost@corp.test"  # accepted, then the connection drops: uncertain
 HARD, SOFT, COMPLAINS, UNVERIFIED = "r1@corp.test", "r2@corp.test", "r3@corp.test", "r4@corp.test"
 ONE_CLICK = ["r5@corp.test", "r6@corp.test"]  # with the issue's signed mark
-ALTERED = "r7@corp.test"  # the mark altered: unsubscribed, put down to no issue
+ALTERED = "r7@corp.test"  # the mark altered: unsubscribed, attributed as if by email
 BY_EMAIL = "r8@corp.test"
 ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -212,10 +212,11 @@ def test_every_figure_of_the_report_matches_the_send_log(sent) -> None:  # type:
     assert reasons == {("hard", "5.1.1"): len(REFUSED) + 1, ("soft", "4.2.2"): 1}
     assert report["bounces"]["reasons"][0]["status"] == "5.1.1"  # the most common first
 
-    # unsubscribes: two by the signed link, one by email; the altered mark counts for none
+    # unsubscribes: two by the signed link; one by email and the one whose mark was altered
+    # (no mark, so the 30-day rule: the last issue sent to them, 3.1) by the other way
     assert attributed == {ONE_CLICK[0]: "3.1", ONE_CLICK[1]: "3.1", ALTERED: None,
                           BY_EMAIL: None}  # fmt: skip
-    assert report["unsubscribes"] == {"link": 2, "email": 1, "total": 3}
+    assert report["unsubscribes"] == {"link": 2, "email": 2, "total": 4}
     assert report["clicks"]["total"] == 7
     assert [(c["link"], c["url"], c["clicks"]) for c in report["clicks"]["links"]] == [
         (1, "https://a.test/x", 5),
@@ -244,12 +245,12 @@ def test_the_text_report_fits_80_columns(sent, monkeypatch) -> None:  # type: ig
     assert lines["recipients"] == f"recipients {len(READERS) + len(REFUSED) + 3}"
     assert lines["failed"] == "failed 2" and lines["deferred"] == "deferred 1"
     assert lines["uncertain"] == "uncertain 1" and lines["complaints"].startswith("complaints 1 (")
-    assert "3 (" in lines["unsubscribes"] and "2 by link, 1 by email" in lines["unsubscribes"]
+    assert "4 (" in lines["unsubscribes"] and "2 by link, 2 otherwise" in lines["unsubscribes"]
     assert lines["clicks"] == "clicks 7 on 2 link(s)"
     assert "Most common bounce reasons" in text and "https://a.test/x" in text
     over_time = cli.ok("report", "--since", "2020-01-01").stdout
     assert all(len(line) <= 80 for line in over_time.splitlines()), over_time
-    assert re.search(r"^3\.1 .* 3 +7 ", over_time, re.M), over_time  # unsub 3, clicks 7
+    assert re.search(r"^3\.1 .* 4 +7 ", over_time, re.M), over_time  # unsub 4, clicks 7
 
 
 def test_the_html_report_in_chromium(sent, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -352,3 +353,12 @@ def test_bad_input_is_one_line(cli: Cli, tmp_path: Path) -> None:
         assert result.stderr.count("\n") == 1 and words in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.output
     assert not (tmp_path / "no").exists()
+
+
+def test_a_since_before_2000_is_one_clear_error(tmp_path: Path, database_url: str) -> None:
+    cli = Cli(write_config(tmp_path / "config.toml", database_url, NEWSLETTER))
+    cli.ok("init")
+    for value in ("0001-01-01", "1000-01-01"):
+        result = cli("report", "--since", value)
+        assert result.exit_code == 1 and "from 2000 on" in result.stderr
+        assert "Traceback" not in result.output

@@ -2,6 +2,7 @@
 `run_due`, which sends what is due through the same machinery as `send`."""
 
 import json
+import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ from digest_mailer.config import load_config
 from digest_mailer.errors import InputError, SendRefused
 from digest_mailer.joblock import job_lock, lock_key
 from digest_mailer.lease import take_lease
-from digest_mailer.models import ScheduledSend, SendWorker
+from digest_mailer.models import Issue, ScheduledSend, SendWorker
 from digest_mailer.schedule import cancel_scheduled, due_time, local_zone_name, run_due
 
 ISSUE = DATA / "issues" / "digest-vol-3.1.txt"
@@ -119,6 +120,8 @@ def test_untested_and_bad_input_are_refused_in_one_line(
     assert private.exit_code == 4 and "--test --no-archive` first" in private.stderr
     for args, code, words in [
         (["--at", "2020-01-01 09:00"], 1, "is in the past"),
+        (["--at", "0001-01-01 00:00", "--tz", "Asia/Tokyo"], 1, "is in the past"),
+        (["--at", "9999-12-31 23:59", "--tz", "America/New_York"], 1, "within the next 10"),
         (["--at", future(), "--tz", "Moon/Base"], 1, "unknown time zone 'Moon/Base'"),
         (["--at", "tomorrow 9am"], 1, "is not a time"),
         (["--at", future(), "--list", "nosuch"], 1, "nosuch"),
@@ -240,6 +243,29 @@ def test_a_file_changed_since_scheduling_is_refused_and_nothing_is_sent(
     row = json.loads(sched.ok("schedule", "list", "--json").stdout)[0]
     assert row["state"] == "refused" and "changed since it was scheduled" in row["note"]
     assert "refused" in sched.ok("schedule", "list").stdout
+
+
+def test_a_file_that_would_block_is_refused_not_read(sched: Cli, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)  # opening it would wait for a writer for ever
+    result = sched("schedule", str(fifo), "--at", future())
+    assert result.exit_code == 1 and "is not a regular file" in result.stderr
+
+
+def test_a_new_version_of_an_unfinished_send_is_refused_up_front(
+    sched: Cli, tmp_path: Path
+) -> None:
+    issue = sched.issue  # type: ignore[attr-defined]
+    sched.ok("send", issue, "--test")
+    store = db.open_store(sched.url)  # type: ignore[attr-defined]
+    with store.Session.begin() as session:  # as if its send had started, then paused
+        row = session.get(Issue, "3.1")
+        assert row is not None
+        row.state, row.fingerprint = "paused", "0" * 64
+    result = sched("schedule", issue, "--at", future())
+    assert result.exit_code == 4 and "--allow-changed" in result.stderr
+    assert "--issue-id" in result.stderr
+    store.dispose()
 
 
 def test_a_missing_file_is_refused(sched: Cli, smtp_server: SMTPServer) -> None:

@@ -19,12 +19,18 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report)
 
 
+EARLIEST_YEAR = 2000  # of --since: before any newsletter this tool sent
+
+
 def _since(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise InputError(f"--since {value!r}: give a date such as 2026-09-01") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment.year < EARLIEST_YEAR:  # weeks from year 1 would be 100,000 rows
+        raise InputError(f"--since {value!r}: give a date from {EARLIEST_YEAR} on")
+    return moment
 
 
 def report(
@@ -145,7 +151,7 @@ def _issue_pairs(f: dict[str, Any]) -> list[tuple[str, str]]:
         (
             "unsubscribes",
             f"{unsub['total']} ({share(unsub['total'], sent)} of sent): "
-            f"{unsub['link']} by link, {unsub['email']} by email",
+            f"{unsub['link']} by link, {unsub['email']} otherwise",
         ),
     ]
     if bounces["unverified"]:

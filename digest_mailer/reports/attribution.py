@@ -2,12 +2,14 @@
 
 - Through a link: the issue the link's signed ``?i=`` mark names, recorded on the event
   when it happened (``Event.issue_id``, see :mod:`digest_mailer.web.app`).
-- By email (``requests process``): at report time, the last issue *sent* to that reader
-  (a ``sent`` delivery) within :data:`EMAIL_WINDOW` before the request. Nothing is
-  recorded for it: the rule can be changed and past reports follow.
+- By email (``requests process``), or through a link that names no issue (the link in
+  the mail that confirms an emailed unsubscribe, the welcome mail's, mail sent before
+  links carried marks): at report time, the last issue *sent* to that reader (a
+  ``sent`` delivery) within :data:`EMAIL_WINDOW` before it. Nothing is recorded for it:
+  the rule can be changed and past reports follow.
 
-Everything else (staff removals, links without a valid mark, such as the welcome mail's)
-is put down to no issue. Counts are of readers, each at most once per issue and way.
+Everything else (staff removals, bounces, complaints) is put down to no issue. Counts are
+of readers, each at most once per issue and way.
 """
 
 from collections import defaultdict
@@ -24,6 +26,7 @@ EMAIL_WINDOW = timedelta(days=30)
 # the actor of an unsubscribe by email (digest_mailer.inbox.subscriptions.ACTOR; the
 # inbox's modules are not loaded for a report)
 EMAIL_ACTOR = "email-request"
+WEB_ACTOR = "web"  # an unsubscribe page or one-click POST (digest_mailer.web.app)
 
 _UNSUBSCRIBE = and_(Event.kind == "status", Event.new_status == SubscriberStatus.UNSUBSCRIBED)
 
@@ -64,7 +67,7 @@ def email_unsubscribers(
         )
         .where(
             _UNSUBSCRIBE,
-            Event.actor == EMAIL_ACTOR,
+            Event.actor.in_((EMAIL_ACTOR, WEB_ACTOR)),
             Event.issue_id.is_(None),
             Event.created_at >= since,
         )

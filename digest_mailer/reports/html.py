@@ -204,7 +204,7 @@ def report_page(report: dict[str, Any], title: str = "Newsletter") -> str:
         "<h2>Unsubscribes and bounces per issue</h2>",
         _figure(
             per_issue_chart(issues),
-            "Unsubscribes (by link and by email), hard and soft bounces and complaints, per issue.",
+            "Unsubscribes (by link and otherwise), bounces and complaints, per issue.",
         ),
     ]
     detail_rows = [
@@ -227,7 +227,7 @@ def report_page(report: dict[str, Any], title: str = "Newsletter") -> str:
                 [
                     "Issue",
                     "Unsubscribes by link",
-                    "by email",
+                    "otherwise",
                     "total",
                     "of sent",
                     "Hard bounces",

@@ -69,6 +69,13 @@ def schedule_send(
     issue = session.get(Issue, composed.issue_id)
     if issue is not None:
         refuse_reused_id(issue, composed)
+        started = issue.state in (IssueState.SENDING, IssueState.PAUSED)
+        if started and issue.fingerprint != composed.fingerprint:
+            raise SendRefused(
+                f"issue {issue.id}'s send started with another version and is not finished: "
+                f"send the rest with `digest-mailer send {composed.source.path} "
+                "--allow-changed`, or give this version an id of its own (--issue-id)"
+            )
     if issue is None or issue.tested_fingerprint != composed.fingerprint:
         flags = "--test" if archive else "--test --no-archive"
         raise SendRefused(

@@ -79,6 +79,9 @@ def local_zone_name() -> str:
     return "UTC"
 
 
+MAX_YEARS_AHEAD = 10  # a send scheduled further ahead is a typo (and 9999 overflows)
+
+
 def parse_local(text: str) -> datetime:
     """``--at``: a naive wall-clock time, or one clear error."""
     value = text.strip()
@@ -101,6 +104,10 @@ def due_time(text: str, zone: str | None, now: datetime) -> DueTime:
     name = zone if zone is not None else local_zone_name()
     tz = zone_info(name)
     naive = parse_local(text)
+    if naive.year > now.year + MAX_YEARS_AHEAD:
+        raise InputError(f"--at {text!r}: give a time within the next {MAX_YEARS_AHEAD} years")
+    if naive.year < now.year - 1:  # far in the past: no zone arithmetic (year 1 overflows)
+        raise InputError(f"{naive:%Y-%m-%d %H:%M} is in the past; give a later time")
     aware = naive.replace(tzinfo=tz)
     utc = aware.astimezone(UTC)
     if utc.astimezone(tz).replace(tzinfo=None) != naive:
