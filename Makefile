@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/send_throughput.py --workers 1 2 4 --connections 2 \
 		--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 	$(PY) benchmarks/million.py
+	$(PY) benchmarks/report_time.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
