@@ -71,11 +71,29 @@ def _signing_key(secret: bytes) -> bytes:
     return signing_keys(secret)[0]
 
 
+def sign(key: bytes, *parts: object) -> str:
+    """The signature every token of the tool carries: HMAC-SHA256 with ``key`` over
+    ``parts`` joined by NUL (the first part names the token's purpose, so no token passes
+    for another kind), base64url, :data:`SIGNATURE_CHARS` characters."""
+    text = "\0".join(str(part) for part in parts)
+    # surrogatepass: whatever a URL decodes to is signed, never an error
+    mac = hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode()[:SIGNATURE_CHARS]
+
+
+def signed_by_any(secret: bytes, given: str, *parts: object) -> bool:
+    """Whether ``given`` is :func:`sign` of ``parts`` under any of the secrets. Every key
+    is tried and compared in constant time: the time does not tell which one matched."""
+    offered = given.encode("utf-8", "replace")
+    valid = False
+    for key in signing_keys(secret):
+        valid |= hmac.compare_digest(sign(key, *parts).encode(), offered)
+    return valid
+
+
 def _signature(secret: bytes, purpose: str, number: int, salt: str) -> str:
     # no salt: the form of the links signed before salts existed, still valid for them
-    text = f"{purpose}\0{number}\0{salt}" if salt else f"{purpose}\0{number}"
-    mac = hmac.new(secret, text.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).decode()[:SIGNATURE_CHARS]
+    return sign(secret, purpose, number, salt) if salt else sign(secret, purpose, number)
 
 
 def make_token(secret: bytes, purpose: str, number: int, salt: str = "") -> str:
@@ -83,7 +101,7 @@ def make_token(secret: bytes, purpose: str, number: int, salt: str = "") -> str:
 
     ``salt`` binds the token to one subscriber row (its ``link_salt``): once that person
     is purged, the link matches nobody, even a later row with the same id."""
-    return f"{_base36(number)}-{_signature(_signing_key(secret), purpose, number, salt)}"
+    return f"{base36(number)}-{_signature(_signing_key(secret), purpose, number, salt)}"
 
 
 def token_id(token: str) -> int | None:
@@ -102,11 +120,9 @@ def read_token(secret: bytes, purpose: str, token: str, salt: str = "") -> int |
     number = token_id(token)
     if number is None:
         return None
-    given = token.partition("-")[2].encode()  # the signature may hold "-" itself
-    valid = False
-    for key in signing_keys(secret):  # every key is tried: the time does not tell which
-        valid |= hmac.compare_digest(_signature(key, purpose, number, salt).encode(), given)
-    return number if valid else None
+    given = token.partition("-")[2]  # the signature may hold "-" itself
+    parts = (purpose, number, salt) if salt else (purpose, number)
+    return number if signed_by_any(secret, given, *parts) else None
 
 
 # The issue an unsubscribe link came in: ``ISSUE.SIGNATURE``, the link's ``?i=`` value.
@@ -118,10 +134,7 @@ MAX_ISSUE_MARK = 400  # characters of a mark read; a longer one is ignored unrea
 
 def _issue_signature(key: bytes, issue_id: str, subscriber_id: int) -> str:
     # the subscriber id (digits) first: the issue id, whatever it holds, is the rest
-    text = f"{ISSUE_PURPOSE}\0{subscriber_id}\0{issue_id}"
-    # surrogatepass: whatever a query string decodes to is signed, never an error
-    mac = hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).decode()[:SIGNATURE_CHARS]
+    return sign(key, ISSUE_PURPOSE, subscriber_id, issue_id)
 
 
 def issue_mark(secret: bytes, issue_id: str, subscriber_id: int) -> str:
@@ -138,10 +151,7 @@ def read_issue_mark(secret: bytes, mark: str, subscriber_id: int) -> str | None:
     issue_id, dot, given = mark.rpartition(".")
     if not dot or not issue_id or len(given) != SIGNATURE_CHARS:
         return None
-    valid = False
-    for key in signing_keys(secret):  # every key is tried: the time does not tell which
-        expected = _issue_signature(key, issue_id, subscriber_id).encode()
-        valid |= hmac.compare_digest(expected, given.encode("utf-8", "replace"))
+    valid = signed_by_any(secret, given, ISSUE_PURPOSE, subscriber_id, issue_id)
     return issue_id if valid else None
 
 
@@ -156,7 +166,7 @@ def verp_address(secret: bytes, bounce_address: str, delivery_id: int) -> str:
     local, _, domain = bounce_address.rpartition("@")
     key = _signing_key(secret)
     mac = hmac.new(key, f"bounce\0{delivery_id}".encode(), hashlib.sha256).hexdigest()
-    return f"{local}+{_base36(delivery_id)}-{mac[:VERP_SIGNATURE_CHARS]}@{domain}"
+    return f"{local}+{base36(delivery_id)}-{mac[:VERP_SIGNATURE_CHARS]}@{domain}"
 
 
 def verp_deliveries(secret: bytes, bounce_address: str, text: str) -> list[int]:
@@ -180,7 +190,7 @@ def verp_deliveries(secret: bytes, bounce_address: str, text: str) -> list[int]:
     return found
 
 
-def _base36(number: int) -> str:
+def base36(number: int) -> str:
     if number < 0:
         raise ValueError("token ids are not negative")
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"

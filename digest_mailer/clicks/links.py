@@ -26,14 +26,13 @@ unsubscribe link, the "View in your browser" link and images are never rewritten
 import base64
 import binascii
 import hashlib
-import hmac
 import re
 from urllib.parse import urlsplit
 
 from markdown_it.common.normalize_url import normalizeLink
 
 from digest_mailer.errors import InputError
-from digest_mailer.tokens import SIGNATURE_CHARS, signing_keys
+from digest_mailer.tokens import SIGNATURE_CHARS, base36, sign, signed_by_any, signing_keys
 
 PURPOSE = "click"
 PATH = "/r/"  # where `serve` answers the links
@@ -66,21 +65,10 @@ def _issue_part(issue_id: bytes) -> str:
     return base64.urlsafe_b64encode(issue_id).rstrip(b"=").decode("ascii")
 
 
-def _base36(number: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while number:
-        number, rest = divmod(number, 36)
-        out = digits[rest] + out
-    return out or "0"
-
-
-def _signature(key: bytes, issue_id: str, number: int, url: str) -> str:
+def _signature_parts(issue_id: str, number: int, url: str) -> tuple[object, ...]:
     url_hash = hashlib.sha256(url.encode("utf-8")).hexdigest()
     # the number and the hash have fixed forms, so the issue id last reads one way only
-    text = f"{PURPOSE}\0{number}\0{url_hash}\0{issue_id}"
-    mac = hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).decode("ascii")[:SIGNATURE_CHARS]
+    return (PURPOSE, number, url_hash, issue_id)
 
 
 def click_token(secret: bytes, issue_id: str, number: int, url: str) -> str:
@@ -93,8 +81,8 @@ def click_token(secret: bytes, issue_id: str, number: int, url: str) -> str:
         )
     if not 1 <= number <= MAX_LINK_NUMBER:
         raise ValueError(f"link numbers are 1 to {MAX_LINK_NUMBER}")
-    signature = _signature(signing_keys(secret)[0], issue_id, number, url)
-    return f"{_issue_part(raw)}.{_base36(number)}.{signature}"
+    signature = sign(signing_keys(secret)[0], *_signature_parts(issue_id, number, url))
+    return f"{_issue_part(raw)}.{base36(number)}.{signature}"
 
 
 def read_link(token: str) -> tuple[str, int] | None:
@@ -123,11 +111,8 @@ def token_matches(secret: bytes, token: str, issue_id: str, number: int, url: st
     to ``url``, under any of the secrets (each one tried: the time does not tell which)."""
     if read_link(token) != (issue_id, number):
         return False
-    given = token.rpartition(".")[2].encode("ascii")
-    valid = False
-    for key in signing_keys(secret):
-        valid |= hmac.compare_digest(_signature(key, issue_id, number, url).encode(), given)
-    return valid
+    given = token.rpartition(".")[2]
+    return signed_by_any(secret, given, *_signature_parts(issue_id, number, url))
 
 
 class LinkTracker:

@@ -52,9 +52,6 @@ least recently seen are forgotten first); several server processes each count th
 The request body is bounded by the guard (16 KB, :mod:`digest_mailer.web.guard`).
 """
 
-import base64
-import hashlib
-import hmac
 import ipaddress
 import logging
 import re
@@ -84,7 +81,7 @@ from digest_mailer.db import Store
 from digest_mailer.errors import DigestMailerError
 from digest_mailer.inbox.confirmations import CONFIRM_DAYS
 from digest_mailer.inbox.subscriptions import start_subscription
-from digest_mailer.tokens import signing_keys
+from digest_mailer.tokens import sign, signed_by_any, signing_keys
 from digest_mailer.web.pages import Pages
 
 log = logging.getLogger(__name__)
@@ -129,16 +126,14 @@ def _millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _form_signature(key: bytes, millis: int) -> str:
-    mac = hmac.new(key, f"signup-form\0{millis}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).decode()[:24]
+FORM_PURPOSE = "signup-form"
 
 
 def form_token(secret: bytes, now: datetime) -> str:
     """``<unix milliseconds, hex>.<signature>``: when the form was served, signed like
     every other token (the first of the secrets) with a purpose of its own."""
     millis = _millis(now)
-    return f"{millis:x}.{_form_signature(signing_keys(secret)[0], millis)}"
+    return f"{millis:x}.{sign(signing_keys(secret)[0], FORM_PURPOSE, millis)}"
 
 
 def form_served_at(secret: bytes, token: str) -> datetime | None:
@@ -147,11 +142,8 @@ def form_served_at(secret: bytes, token: str) -> datetime | None:
     match = _FORM_TOKEN.fullmatch(token) if len(token) <= 64 else None
     if match is None:
         return None
-    millis, given = int(match.group(1), 16), match.group(2).encode()
-    valid = False
-    for key in signing_keys(secret):  # every key is tried: the time does not tell which
-        valid |= hmac.compare_digest(_form_signature(key, millis).encode(), given)
-    if not valid or millis > 2**53:
+    millis = int(match.group(1), 16)
+    if not signed_by_any(secret, match.group(2), FORM_PURPOSE, millis) or millis > 2**53:
         return None
     return datetime.fromtimestamp(millis / 1000, UTC)
 

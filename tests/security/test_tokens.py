@@ -12,7 +12,7 @@ from digest_mailer.config import Config, NewsletterConfig
 from digest_mailer.errors import ConfigError
 from digest_mailer.tokens import (
     MAX_ID,
-    _base36,
+    base36,
     make_token,
     read_token,
     signing_secret,
@@ -121,6 +121,6 @@ def test_each_rotated_secret_must_be_strong(monkeypatch: pytest.MonkeyPatch) -> 
 def test_any_id_round_trips_and_any_text_is_safe(number: int, junk: str) -> None:
     token = make_token(NEW, "unsubscribe", number)
     assert token_id(token) == number and read_token(NEW, "unsubscribe", token) == number
-    assert _base36(number) == token.partition("-")[0]
+    assert base36(number) == token.partition("-")[0]
     got = read_token(NEW, "unsubscribe", junk)
     assert got is None or make_token(NEW, "unsubscribe", got) == junk
