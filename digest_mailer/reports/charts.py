@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
+from typing import Any
 
 import matplotlib
 from matplotlib.backends.backend_svg import FigureCanvasSVG
@@ -86,6 +87,20 @@ def _sparse_ticks(labels: Sequence[str]) -> list[int]:
     return list(range(0, len(labels), step))
 
 
+def _finish(
+    figure: Figure, axes: Any, labels: Sequence[str], ylabel: str, key: str, title: str, desc: str
+) -> Chart:
+    """What both charts end with: sparse x labels, a y axis from 0 in whole numbers, the
+    legend beside the plot; then the SVG."""
+    ticks = _sparse_ticks(labels)
+    axes.set_xticks(ticks, [labels[i] for i in ticks], rotation=45, ha="right")
+    axes.set_ylabel(ylabel)
+    axes.set_ylim(bottom=0)
+    axes.yaxis.get_major_locator().set_params(integer=True)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return Chart(key, title, desc, _svg(figure, key, title, desc))
+
+
 def line_chart(
     key: str,
     title: str,
@@ -113,13 +128,7 @@ def line_chart(
                 markersize=4,
                 linewidth=1.8,
             )
-        ticks = _sparse_ticks(labels)
-        axes.set_xticks(ticks, [labels[i] for i in ticks], rotation=45, ha="right")
-        axes.set_ylabel(ylabel)
-        axes.set_ylim(bottom=0)
-        axes.yaxis.get_major_locator().set_params(integer=True)
-        axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        return Chart(key, title, desc, _svg(figure, key, title, desc))
+        return _finish(figure, axes, labels, ylabel, key, title, desc)
 
 
 def bar_chart(
@@ -151,11 +160,5 @@ def bar_chart(
                 edgecolor="#202020",
                 linewidth=0.5,
             )
-        ticks = _sparse_ticks(labels)
-        axes.set_xticks(ticks, [labels[i] for i in ticks], rotation=45, ha="right")
-        axes.set_ylabel(ylabel)
-        axes.set_ylim(bottom=0)
-        axes.yaxis.get_major_locator().set_params(integer=True)
         axes.grid(axis="x", visible=False)
-        axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        return Chart(key, title, desc, _svg(figure, key, title, desc))
+        return _finish(figure, axes, labels, ylabel, key, title, desc)
